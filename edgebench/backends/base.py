@@ -1,0 +1,138 @@
+"""The Backend interface: what a runtime adapter must offer the worker.
+
+A backend runs in the worker subprocess only. Every call that computes blocks until the device
+is done (the worker times around it with perf_counter_ns), so a backend must synchronize before
+returning.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Sequence
+
+from edgebench.records import Case
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Facts about the loaded model, read from the file and the runtime (never the file name)."""
+
+    model_name: str
+    arch: str
+    quant: str  # e.g. "Q4_K_M", "F16", "fp32", "int4-b32"
+    bpw: float  # bits per weight: file tensor bytes * 8 / n_params
+    n_params: int
+    model_bytes: int  # bytes of the weights in the file
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_vocab: int
+    n_ctx_train: int
+    n_ctx_runtime: int  # context the runtime really allocated (llama.cpp pads to 256)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MemoryInfo:
+    """Bytes as the runtime sees them. ``*_by_buffer`` split each figure per buffer type
+    (e.g. {"CPU": ..., "CUDA0": ...}); the totals are their sums."""
+
+    weights_by_buffer: dict[str, int]
+    kv_by_buffer: dict[str, int]
+    compute_by_buffer: dict[str, int]
+    output_by_buffer: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def weights_bytes(self) -> int:
+        return sum(self.weights_by_buffer.values())
+
+    @property
+    def kv_bytes(self) -> int:
+        return sum(self.kv_by_buffer.values())
+
+    @property
+    def compute_bytes(self) -> int:
+        return sum(self.compute_by_buffer.values())
+
+
+class Backend(ABC):
+    """One runtime. Lifecycle: load() once, then any number of reset/prefill/decode_step, close()."""
+
+    name: ClassVar[str]
+    # What the backend can do, e.g. {"ops", "kv_bytes", "gpu_offload"}. Profilers check these.
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    # Model file suffixes this backend takes ("" for folders).
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    # Quant labels this backend can build for synthetic presets (others are skipped for it),
+    # and the ladder a preset runs at when the user names none.
+    quant_levels: ClassVar[tuple[str, ...]] = ()
+    default_ladder: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check_quant(cls, quant: str) -> str | None:
+        """The canonical spelling of ``quant`` if this backend can build it, else None."""
+        by_lower = {q.lower(): q for q in cls.quant_levels}
+        return by_lower.get(quant.lower())
+
+    @classmethod
+    def build_synthetic(cls, preset: str, quant: str, progress=None) -> str:
+        """Build (or reuse from the cache) a synthetic model file; returns its path. Blocks."""
+        raise NotImplementedError(f"{cls.name} cannot build synthetic models")
+
+    @abstractmethod
+    def load(self, case: Case) -> ModelInfo:
+        """Load the model and create the execution context for ``case``. Blocks."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Empty the KV cache; the next token is at position 0."""
+
+    @abstractmethod
+    def prefill(self, tokens: Sequence[int]) -> None:
+        """Process ``tokens`` after what the cache holds, in n_batch chunks. Blocks until done."""
+
+    @abstractmethod
+    def decode_step(self, token: int) -> None:
+        """Process one token after what the cache holds. Blocks until done."""
+
+    @abstractmethod
+    def memory(self) -> MemoryInfo:
+        """Weights / KV / compute bytes as the runtime allocated them."""
+
+    def kv_used_bytes(self) -> int | None:
+        """Bytes of KV cache holding the tokens now in the cache (None if unknown)."""
+        return None
+
+    @abstractmethod
+    def versions(self) -> dict[str, str]:
+        """Runtime versions and build facts, for run.json."""
+
+    def close(self) -> None:
+        """Free the runtime's resources. Safe to call twice."""
+
+
+class OpTracer(ABC):
+    """Mixin for backends with the "ops" capability: per-node timing for the ops profiler.
+
+    ops_begin() switches tracing on (a backend may rebuild its execution context for it: the
+    KV cache is then empty); ops_mark() tells which phase/rep the following nodes belong to;
+    ops_end() switches tracing off, restores the untraced context and returns the events.
+    """
+
+    @abstractmethod
+    def ops_begin(self) -> None: ...
+
+    @abstractmethod
+    def ops_mark(self, phase: str, rep: int) -> None: ...
+
+    @abstractmethod
+    def ops_end(self) -> "list[OpEvent]": ...
+
+
+from edgebench.ops_taxonomy import OpEvent  # noqa: E402  (re-exported for backends)

@@ -1,0 +1,93 @@
+"""A backend with deterministic timings and injectable failures, for testing everything around
+the runtimes (runner, store, CLI, reports). Its "model" is a small JSON file ending in .fake:
+
+  {"prefill_us_per_token": 20, "decode_us": 300, "fail": "", "fail_at": "load",
+   "n_params": 1000000, "quant": "Q4_K_M", "bpw": 4.5}
+
+fail: "" | "error" (Python exception) | "crash" (SIGSEGV) | "oom" (SIGKILL) | "hang" (sleeps)
+fail_at: "load" | "prefill" | "decode". Timings are sleeps, so they are real wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import ClassVar, Sequence
+
+from edgebench.backends.base import Backend, MemoryInfo, ModelInfo
+from edgebench.errors import InputError
+from edgebench.records import Case
+
+
+def _busy_wait(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+class FakeBackend(Backend):
+    name: ClassVar[str] = "fake"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"kv_bytes"})
+    suffixes: ClassVar[tuple[str, ...]] = (".fake",)
+    KV_BYTES_PER_TOKEN = 1024
+
+    def __init__(self) -> None:
+        self.cfg: dict = {}
+        self.case: Case | None = None
+        self.n_cached = 0
+
+    def _maybe_fail(self, where: str) -> None:
+        if self.cfg.get("fail") and self.cfg.get("fail_at", "load") == where:
+            kind = self.cfg["fail"]
+            if kind == "error":
+                raise RuntimeError(f"injected failure at {where}")
+            if kind == "crash":
+                os.kill(os.getpid(), signal.SIGSEGV)
+            if kind == "oom":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if kind == "hang":
+                time.sleep(3600)
+
+    def load(self, case: Case) -> ModelInfo:
+        try:
+            self.cfg = json.loads(Path(case.model).read_text() or "{}")
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"fake model {case.model}: {e}") from None
+        self.case = case
+        self._maybe_fail("load")
+        n_params = int(self.cfg.get("n_params", 1_000_000))
+        bpw = float(self.cfg.get("bpw", 16.0))
+        return ModelInfo(
+            model_name=self.cfg.get("name", Path(case.model).stem), arch="fake",
+            quant=self.cfg.get("quant", "F16"), bpw=bpw, n_params=n_params,
+            model_bytes=int(n_params * bpw / 8), n_layer=2, n_embd=64, n_head=4, n_head_kv=2,
+            head_dim=16, n_vocab=int(self.cfg.get("n_vocab", 1000)), n_ctx_train=4096,
+            n_ctx_runtime=case.ctx_effective, extra={"embed_params": n_params // 10},
+        )
+
+    def reset(self) -> None:
+        self.n_cached = 0
+
+    def prefill(self, tokens: Sequence[int]) -> None:
+        self._maybe_fail("prefill")
+        _busy_wait(len(tokens) * self.cfg.get("prefill_us_per_token", 20) / 1e6)
+        self.n_cached += len(tokens)
+
+    def decode_step(self, token: int) -> None:
+        self._maybe_fail("decode")
+        _busy_wait(self.cfg.get("decode_us", 300) / 1e6)
+        self.n_cached += 1
+
+    def memory(self) -> MemoryInfo:
+        n_params = int(self.cfg.get("n_params", 1_000_000))
+        return MemoryInfo({"CPU": int(n_params * float(self.cfg.get("bpw", 16)) / 8)},
+                          {"CPU": self.KV_BYTES_PER_TOKEN * self.case.ctx_effective}, {"CPU": 4096})
+
+    def kv_used_bytes(self) -> int:
+        return self.KV_BYTES_PER_TOKEN * self.n_cached
+
+    def versions(self) -> dict[str, str]:
+        return {"fake": "1"}

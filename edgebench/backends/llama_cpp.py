@@ -1,0 +1,240 @@
+"""llama.cpp through llama-cpp-python's low-level ctypes API (not the high-level Llama class).
+
+Measurement follows llama-bench: random token ids, llama_batch_get_one, one llama_decode per
+n_batch chunk, llama_synchronize before returning. The runtime's memory figures come from
+llama.cpp's own log lines (no public API reports buffer sizes), parsed by parse_buffer_sizes().
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+from edgebench.backends.base import Backend, MemoryInfo, ModelInfo
+from edgebench.errors import InputError
+from edgebench.records import Case
+
+_FLASH_ATTN = {"auto": "LLAMA_FLASH_ATTN_TYPE_AUTO", "on": "LLAMA_FLASH_ATTN_TYPE_ENABLED", "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED"}
+
+# "load_tensors:   CPU_Mapped model buffer size =   123.45 MiB"
+# "llama_kv_cache:        CPU KV buffer size =     6.00 MiB"
+# "llama_context:        CPU compute buffer size =    12.34 MiB"
+# "llama_context:        CPU  output buffer size =     0.19 MiB"
+_BUF_RE = re.compile(
+    r"^\s*(?P<func>[\w:]+):\s+(?P<buf>\S+)\s+(?P<kind>model|KV|compute|output)\s+buffer size\s*=\s*(?P<mib>[\d.]+)\s*MiB"
+)
+_KIND = {"model": "weights", "KV": "kv", "compute": "compute", "output": "output"}
+
+
+def parse_buffer_sizes(lines: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Buffer sizes in bytes from llama.cpp log lines: {"weights"|"kv"|"compute"|"output": {buffer: bytes}}.
+
+    llama.cpp prints them in MiB with two decimals, so each figure is exact to +-0.005 MiB.
+    A buffer type seen twice in one kind (e.g. several KV caches) is summed. Other lines are ignored.
+    """
+    out: dict[str, dict[str, int]] = {k: {} for k in _KIND.values()}
+    for line in lines:
+        m = _BUF_RE.match(line)
+        if not m:
+            continue
+        kind = _KIND[m["kind"]]
+        b = round(float(m["mib"]) * 1024 * 1024)
+        out[kind][m["buf"]] = out[kind].get(m["buf"], 0) + b
+    return out
+
+
+class _LogCapture:
+    """Routes llama.cpp's log into a list (the CLI stays readable; memory figures are parsed from it)."""
+
+    def __init__(self, llama_cpp):
+        self.lines: list[str] = []
+        self._partial = ""
+
+        def cb(level, text, user_data):  # noqa: ARG001
+            self._partial += text.decode("utf-8", "replace") if text else ""
+            while "\n" in self._partial:
+                line, self._partial = self._partial.split("\n", 1)
+                self.lines.append(line)
+
+        # Keep the ctypes callback referenced for as long as llama.cpp may call it.
+        self._cb = llama_cpp.llama_log_callback(cb)
+        llama_cpp.llama_log_set(self._cb, ctypes.c_void_p(0))
+
+    def since(self, start: int) -> list[str]:
+        return self.lines[start:]
+
+
+class LlamaCppBackend(Backend):
+    name: ClassVar[str] = "llama-cpp"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"kv_bytes", "gpu_offload", "ops"})
+    suffixes: ClassVar[tuple[str, ...]] = (".gguf",)
+    quant_levels: ClassVar[tuple[str, ...]] = ()  # filled from synth below (one place for the list)
+    default_ladder: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        import llama_cpp
+
+        self._ll = llama_cpp
+        llama_cpp.llama_backend_init()
+        self._log = _LogCapture(llama_cpp)
+        self.model = None
+        self.ctx = None
+        self.case: Case | None = None
+        self._mem: dict[str, dict[str, int]] = {}
+        self._one = (llama_cpp.llama_token * 1)()
+        self._n_vocab = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def load(self, case: Case) -> ModelInfo:
+        from edgebench.gguf_file import read_gguf_info
+
+        ll = self._ll
+        self.case = case
+        gi = read_gguf_info(case.model)
+        start = len(self._log.lines)
+        mparams = ll.llama_model_default_params()
+        mparams.n_gpu_layers = case.n_gpu_layers
+        self.model = ll.llama_model_load_from_file(str(case.model).encode(), mparams)
+        if not self.model:
+            raise RuntimeError(f"llama.cpp could not load {case.model}: {self._last_error(start)}")
+        self.ctx = self._new_context(case)
+        self._mem = parse_buffer_sizes(self._log.since(start))
+        vocab = ll.llama_model_get_vocab(self.model)
+        self._n_vocab = ll.llama_vocab_n_tokens(vocab)
+        n_params = ll.llama_model_n_params(self.model)
+        size = ll.llama_model_size(self.model)
+        n_head = ll.llama_model_n_head(self.model)
+        return ModelInfo(
+            model_name=gi.synthetic_preset or gi.name or Path(case.model).stem,
+            arch=gi.arch, quant=gi.quant, bpw=size * 8 / n_params if n_params else 0.0,
+            n_params=n_params, model_bytes=size,
+            n_layer=ll.llama_model_n_layer(self.model), n_embd=ll.llama_model_n_embd(self.model),
+            n_head=n_head, n_head_kv=ll.llama_model_n_head_kv(self.model), head_dim=gi.head_dim,
+            n_vocab=self._n_vocab, n_ctx_train=ll.llama_model_n_ctx_train(self.model),
+            n_ctx_runtime=ll.llama_n_ctx(self.ctx),
+            extra={"embed_params": gi.embed_params, "file_bytes": gi.file_bytes, "tied": gi.tied,
+                   "tensor_types": gi.tensor_types, "n_ff": gi.n_ff},
+        )
+
+    def _new_context(self, case: Case, cb_eval=None):
+        """Create a context for ``case``. ``cb_eval`` (a ctypes ggml_backend_sched_eval_callback,
+        kept referenced by the caller) makes the scheduler call back per graph node (ops profiler)."""
+        ll = self._ll
+        cp = ll.llama_context_default_params()
+        cp.n_ctx = case.ctx_effective
+        cp.n_batch = case.n_batch
+        cp.n_ubatch = case.n_ubatch
+        cp.n_seq_max = 1
+        cp.n_threads = case.n_threads
+        cp.n_threads_batch = case.n_threads
+        cp.flash_attn_type = getattr(ll, _FLASH_ATTN[case.flash_attn])
+        cp.type_k = _ggml_type(ll, case.cache_type_k)
+        cp.type_v = _ggml_type(ll, case.cache_type_v)
+        cp.no_perf = False  # llama.cpp's own counters, read only by benchmarks/fidelity.py
+        if cb_eval is not None:
+            cp.cb_eval = cb_eval
+            cp.cb_eval_user_data = None
+        start = len(self._log.lines)
+        ctx = ll.llama_init_from_model(self.model, cp)
+        if not ctx:
+            raise RuntimeError(f"llama.cpp could not create a context (n_ctx={cp.n_ctx}): {self._last_error(start)}")
+        return ctx
+
+    def _last_error(self, start: int) -> str:
+        lines = [l.strip() for l in self._log.since(start) if l.strip()]
+        errs = [l for l in lines if "error" in l.lower() or "failed" in l.lower()]
+        return (errs or lines or ["no message"])[-1]
+
+    def close(self) -> None:
+        if self.ctx:
+            self._ll.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            self._ll.llama_model_free(self.model)
+            self.model = None
+
+    # -- measured calls ----------------------------------------------------------------------
+    def reset(self) -> None:
+        self._ll.llama_memory_clear(self._ll.llama_get_memory(self.ctx), True)
+
+    def prefill(self, tokens: Sequence[int]) -> None:
+        ll, ctx = self._ll, self.ctx
+        n_batch = self.case.n_batch
+        arr = (ll.llama_token * len(tokens))(*tokens)
+        for i in range(0, len(tokens), n_batch):
+            n = min(n_batch, len(tokens) - i)
+            chunk = ctypes.cast(ctypes.byref(arr, i * ctypes.sizeof(ll.llama_token)), ctypes.POINTER(ll.llama_token))
+            rc = ll.llama_decode(ctx, ll.llama_batch_get_one(chunk, n))
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed with {rc} (prefill chunk at token {i})")
+        ll.llama_synchronize(ctx)
+
+    def decode_step(self, token: int) -> None:
+        ll = self._ll
+        self._one[0] = token
+        rc = ll.llama_decode(self.ctx, ll.llama_batch_get_one(self._one, 1))
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with {rc} (decode step)")
+        ll.llama_synchronize(self.ctx)
+
+    # -- facts -------------------------------------------------------------------------------
+    @property
+    def n_vocab(self) -> int:
+        return self._n_vocab
+
+    def n_cached(self) -> int:
+        return self._ll.llama_memory_seq_pos_max(self._ll.llama_get_memory(self.ctx), 0) + 1
+
+    def memory(self) -> MemoryInfo:
+        return MemoryInfo(self._mem["weights"], self._mem["kv"], self._mem["compute"], self._mem["output"])
+
+    def kv_used_bytes(self) -> int | None:
+        kv = sum(self._mem["kv"].values())
+        n_ctx = self._ll.llama_n_ctx(self.ctx)
+        return kv * self.n_cached() // n_ctx if n_ctx else None
+
+    def log_lines(self) -> list[str]:
+        return list(self._log.lines)
+
+    def perf_context(self) -> dict[str, float]:
+        """llama.cpp's internal counters (benchmarks/fidelity.py compares them with ours)."""
+        d = self._ll.llama_perf_context(self.ctx)
+        return {f: getattr(d, f) for f, _ in d._fields_}
+
+    def perf_reset(self) -> None:
+        self._ll.llama_perf_context_reset(self.ctx)
+
+    def versions(self) -> dict[str, str]:
+        ll = self._ll
+        return {
+            "llama_cpp_python": ll.__version__,
+            "llama_cpp_system_info": ll.llama_print_system_info().decode(errors="replace").strip(),
+            "gpu_offload": str(bool(ll.llama_supports_gpu_offload())),
+            "mmap": str(bool(ll.llama_supports_mmap())),
+        }
+
+    @classmethod
+    def build_synthetic(cls, preset: str, quant: str, progress=None) -> str:
+        from edgebench import synth
+
+        return str(synth.ensure_model(preset, quant, progress=progress))
+
+
+def _ggml_type(ll: Any, name: str) -> int:
+    t = getattr(ll, f"GGML_TYPE_{name.upper()}", None)
+    if t is None:
+        raise InputError(f"cache type {name} is not known to this llama.cpp build")
+    return t
+
+
+def _init_quant_levels() -> None:
+    # The quant list lives in synth (it builds them); importing synth is light (no llama_cpp).
+    from edgebench import synth
+
+    LlamaCppBackend.quant_levels = tuple(synth.QUANT_LEVELS)
+    LlamaCppBackend.default_ladder = tuple(synth.DEFAULT_LADDER)
+
+
+_init_quant_levels()

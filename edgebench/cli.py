@@ -1,0 +1,180 @@
+"""The `edgebench` command. Thin: parses, calls library functions, returns an exit code.
+
+Exit codes: 0 all good; 1 some case failed (the rest was measured and stored); 2 bad input or
+usage (one line on stderr, nothing run); 3 a regression was found by compare; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgebench.errors import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="Benchmark small language models on edge devices: prefill, decode, memory, ops.")
+models_app = typer.Typer(help="Synthetic models with the shapes of public SLMs.", pretty_exceptions_enable=False)
+app.add_typer(models_app, name="models")
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+DEFAULT_OUT = Path("reports")
+
+
+def _err(msg: str) -> None:
+    typer.echo(f"edgebench: error: {msg}", err=True)
+
+
+@app.command()
+def run(
+    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="GGUF/ONNX file, folder of models, or preset name (repeatable; comma lists work)."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant levels for presets, e.g. Q4_K_M,Q8_0 (default: the ladder)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp, onnxruntime (comma list)."),
+    n_prompt: Optional[str] = typer.Option(None, "-p", "--n-prompt", help="Prompt tokens (llama-bench default 512)."),
+    n_gen: Optional[str] = typer.Option(None, "-n", "--n-gen", help="Generated tokens (default 128)."),
+    depth: Optional[str] = typer.Option(None, "-d", "--depth", help="Tokens already in the cache (default 0)."),
+    reps: Optional[int] = typer.Option(None, "-r", "--reps", help="Repetitions (default 5)."),
+    threads: Optional[str] = typer.Option(None, "-t", "--threads", help="Threads (default: physical cores)."),
+    ctx: Optional[str] = typer.Option(None, "--ctx", help="Context size (default depth+prompt+gen, padded to 256)."),
+    batch: Optional[str] = typer.Option(None, "-b", "--batch", help="Logical batch (default 2048)."),
+    ubatch: Optional[str] = typer.Option(None, "-ub", "--ubatch", help="Physical batch (default 512)."),
+    n_gpu_layers: Optional[str] = typer.Option(None, "-ngl", "--n-gpu-layers", help="Layers on the GPU (default 99)."),
+    flash_attn: Optional[str] = typer.Option(None, "-fa", "--flash-attn", help="auto|on|off."),
+    cache_type_k: Optional[str] = typer.Option(None, "-ctk", "--cache-type-k", help="f16|q8_0|q4_0 ..."),
+    cache_type_v: Optional[str] = typer.Option(None, "-ctv", "--cache-type-v", help="f16|q8_0|q4_0 ..."),
+    ep: Optional[str] = typer.Option(None, "--ep", help="onnxruntime execution provider: cpu|cuda|tensorrt."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Extra profilers: ops, telemetry."),
+    device: Optional[str] = typer.Option(None, "--device", help="Device profile name or 'auto'."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Run even if this machine is not --device."),
+    cooldown: Optional[float] = typer.Option(None, "--cooldown", help="Seconds to wait between cases."),
+    cooldown_temp: Optional[float] = typer.Option(None, "--cooldown-temp", help="Wait between cases until below this temperature (C)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-case timeout in seconds (default 900)."),
+    no_warmup: bool = typer.Option(False, "--no-warmup", help="Skip the warmup run."),
+    config: Optional[Path] = typer.Option(None, "--config", help="sweep.toml with the same options."),
+    out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Output folder (store + run folders)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Finish a partial run (RUN_ID)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML/Markdown report."),
+) -> None:
+    """Measure models and store every raw sample. With no options: the smollm-135m preset over the
+    default quant ladder at a quick size."""
+    from edgebench import session
+
+    if resume:
+        code = session.resume(resume, out, report=not no_report)
+        raise typer.Exit(code)
+    options = dict(
+        models=[m for arg in (model or []) for m in arg.split(",")] or None, quants=quant, backends=backend,
+        n_prompt=n_prompt, n_gen=n_gen, depth=depth, reps=reps, threads=threads, ctx=ctx, batch=batch,
+        ubatch=ubatch, n_gpu_layers=n_gpu_layers, flash_attn=flash_attn, cache_type_k=cache_type_k,
+        cache_type_v=cache_type_v, ep=ep, profile=profile, device=device, timeout=timeout,
+        cooldown=cooldown, cooldown_temp=cooldown_temp,
+        verify=False if no_verify else None, warmup=False if no_warmup else None,
+    )
+    raise typer.Exit(session.start(options, config, out, report=not no_report))
+
+
+@app.command()
+def show(
+    run_id: str = typer.Argument("latest", help="Run id (or a unique prefix), or 'latest'."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table|csv|json|md"),
+    out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", "--store", help="Output folder holding edgebench.db, or a database URL."),
+) -> None:
+    """Print a stored run's summary."""
+    from edgebench import stats, views
+    from edgebench.store import Store
+
+    if fmt not in views.FORMATS:
+        raise InputError(f"--format must be one of {', '.join(views.FORMATS)}, got {fmt!r}")
+    store = Store(out, create=False)
+    run = store.get_run(run_id)
+    rows = stats.summarize_run(store, run.run_id)
+    views.print_rows(rows, fmt, title=f"run {run.run_id} on {run.device} ({run.status})")
+
+
+@app.command()
+def runs(out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", "--store", help="Output folder or database URL.")) -> None:
+    """List stored runs."""
+    from edgebench import views
+    from edgebench.store import Store
+
+    views.print_runs(Store(out, create=False))
+
+
+@app.command()
+def export(
+    run_id: str = typer.Argument("latest"),
+    out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", "--store"),
+) -> None:
+    """(Re)write a run's folder: run.json, summary.csv, samples.csv."""
+    from edgebench.export import export_run
+    from edgebench.store import Store
+
+    store = Store(out, create=False)
+    run = store.get_run(run_id)
+    export_run(store, run.run_id, out / run.run_id)
+    typer.echo(str(out / run.run_id))
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Presets with their shapes and parameter counts."""
+    from edgebench import views
+
+    views.print_presets()
+
+
+@models_app.command("make")
+def models_make(
+    preset: str = typer.Argument(..., help="Preset name (see `edgebench models list`)."),
+    quant: str = typer.Option("F16", "--quant", "-q", help="Comma list of quant levels."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder (default: the cache, $EDGEBENCH_HOME)."),
+    backend: str = typer.Option("llama-cpp", "--backend", help="llama-cpp (GGUF) or onnxruntime (ONNX)."),
+) -> None:
+    """Write a synthetic model at one or more quant levels."""
+    from edgebench import views
+
+    views.make_models(preset, quant, out, backend)
+
+
+@models_app.command("inspect")
+def models_inspect(path: Path = typer.Argument(..., help="A .gguf file.")) -> None:
+    """Architecture, shapes, quant types per tensor group, bits per weight, size, context length."""
+    from edgebench import views
+
+    views.print_gguf_info(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit code (so tests can call it in-process)."""
+    try:  # typer >= 0.29 vendors click; older typer uses click itself
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover
+        import click.exceptions as click_exc
+
+    try:
+        rv = app(args=argv, prog_name="edgebench", standalone_mode=False)
+        return int(rv or 0)
+    except InputError as e:
+        _err(str(e))
+        return EXIT_INPUT
+    except click_exc.NoArgsIsHelpError as e:
+        typer.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
+        return EXIT_INPUT
+    except click_exc.UsageError as e:
+        _err(e.format_message().replace("\n", " "))
+        return EXIT_INPUT
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Memory: the runtime's own buffer sizes, the KV cache in use, and the worker's RSS.
+
+Passive: a background thread samples RSS every ``interval_s`` (psutil, ~20 us a read); the
+measured phases only record their window. Peaks per phase combine the sampler's maximum with
+the OS high-water mark (VmHWM), so a spike between two samples is not missed. The sampler's cost
+on throughput is measured by benchmarks/memory_overhead.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, ClassVar, Iterator
+
+from edgebench.profilers.base import Profiler
+from edgebench.records import Sample
+
+if TYPE_CHECKING:
+    from edgebench.backends.base import Backend
+
+
+def _vm_hwm_bytes() -> int | None:
+    """The process's peak RSS so far (Linux /proc/self/status VmHWM)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+class MemoryProfiler(Profiler):
+    name: ClassVar[str] = "memory"
+
+    def __init__(self, interval_s: float = 0.05):
+        import psutil
+
+        self.interval_s = interval_s
+        self._proc = psutil.Process()
+        self._backend: "Backend | None" = None
+        self._samples: list[Sample] = []
+        self._timeline: list[tuple[int, int]] = []  # (t_ns, rss)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = time.perf_counter_ns()
+
+    def attach(self, backend: "Backend") -> None:
+        self._backend = backend
+        self._thread = threading.Thread(target=self._run, name="edgebench-rss", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = self._proc.memory_info().rss
+            with self._lock:
+                self._timeline.append((time.perf_counter_ns() - self._t0, rss))
+            self._stop.wait(self.interval_s)
+
+    def detach(self, backend: "Backend") -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    @contextmanager
+    def phase(self, phase: str, rep: int) -> Iterator[None]:
+        start = time.perf_counter_ns() - self._t0
+        yield
+        end = time.perf_counter_ns() - self._t0
+        rss_now = self._proc.memory_info().rss  # after the timed region: not measured time
+        with self._lock:
+            window = [(t, v) for t, v in self._timeline if start <= t <= end]
+            self._timeline = [(t, v) for t, v in self._timeline if t > end]
+        for i, (t, v) in enumerate(window):
+            self._samples.append(Sample(rep, phase, "rss_bytes", v, idx=i, t_ns=t))
+        peak = max([v for _, v in window] + [rss_now])
+        hwm = _vm_hwm_bytes()
+        # VmHWM is a lifetime high-water mark: it bounds the phase peak only if it grew in the phase.
+        if hwm is not None and phase == "load":
+            peak = max(peak, hwm)
+        self._samples.append(Sample(rep, phase, "rss_peak_bytes", peak))
+        if self._backend is None:
+            return
+        if phase == "load":
+            mem = self._backend.memory()
+            for metric, by_buf in (("weights_bytes", mem.weights_by_buffer), ("kv_bytes", mem.kv_by_buffer),
+                                   ("compute_bytes", mem.compute_by_buffer), ("output_bytes", mem.output_by_buffer)):
+                for buf, b in by_buf.items():
+                    self._samples.append(Sample(-1, "load", metric, b, label=buf))
+        else:
+            used = self._backend.kv_used_bytes()
+            if used is not None:
+                self._samples.append(Sample(rep, phase, "kv_used_bytes", used))
+
+    def collect(self) -> list[Sample]:
+        out, self._samples = self._samples, []
+        return out

@@ -1,0 +1,206 @@
+"""THE schema of edgebench results: one place for every stored field, its type and its unit.
+
+The store's DDL, the CSV headers and the report columns all derive from the definitions here.
+
+Stored data is long and flat. A *sample* is one raw measurement:
+(run_id, case_id, rep, phase, metric, idx, label, value, t_ns), in raw SI units (ns, bytes,
+joules, watts, degrees C). Per-case summaries (tok/s, percentiles...) are computed on read by
+``edgebench.stats``; nothing derived is stored.
+
+SCHEMA_VERSION history:
+  1 - first stored format (runs, cases, samples).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+
+Phase = Literal["load", "prefill", "decode", "case"]
+PHASES: tuple[str, ...] = ("load", "prefill", "decode", "case")
+
+FLASH_ATTN_VALUES = ("auto", "on", "off")
+CACHE_TYPES = ("f16", "bf16", "f32", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
+
+
+def pad_ctx(n_tokens: int) -> int:
+    """The context size llama.cpp allocates for ``n_tokens``: padded up to a multiple of 256
+    (llama-context.cpp: ``cparams.n_ctx = GGML_PAD(cparams.n_ctx, 256)``)."""
+    return -(-n_tokens // 256) * 256
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured configuration: a model file on one backend with one set of parameters.
+
+    Field names follow llama-bench where it has one. ``n_ctx == 0`` means "derive it":
+    depth + n_prompt + n_gen, padded as llama.cpp pads it.
+    """
+
+    backend: str
+    model: str  # path of the model file (GGUF / ONNX / folder) as given or as built
+    n_prompt: int = 512
+    n_gen: int = 128
+    depth: int = 0
+    n_ctx: int = 0
+    n_batch: int = 2048
+    n_ubatch: int = 512
+    n_threads: int = 1
+    n_gpu_layers: int = 99
+    flash_attn: str = "auto"
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    ep: str = "cpu"  # execution provider (onnxruntime); llama.cpp ignores it
+    reps: int = 5
+    warmup: bool = True
+    profile: tuple[str, ...] = ()  # intrusive/extra profilers: "ops", "telemetry", ...
+    preset: str = ""  # synthetic preset the model was built from ("" for a real model)
+    quant_request: str = ""  # quant level asked for (presets); the stored quant is read from the file
+    timeout_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        for name in ("n_prompt", "n_gen", "reps", "n_batch", "n_ubatch", "n_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("depth", "n_ctx"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.n_ubatch > self.n_batch:
+            raise ValueError(f"ubatch ({self.n_ubatch}) must be <= batch ({self.n_batch})")
+        if self.flash_attn not in FLASH_ATTN_VALUES:
+            raise ValueError(f"flash_attn must be one of {', '.join(FLASH_ATTN_VALUES)}, got {self.flash_attn!r}")
+        for name in ("cache_type_k", "cache_type_v"):
+            if getattr(self, name) not in CACHE_TYPES:
+                raise ValueError(f"{name} must be one of {', '.join(CACHE_TYPES)}, got {getattr(self, name)!r}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        needed = self.tokens_needed
+        if self.n_ctx and self.n_ctx < needed:
+            raise ValueError(
+                f"context {self.n_ctx} is too small for depth + n_prompt + n_gen = {needed}"
+            )
+
+    @property
+    def tokens_needed(self) -> int:
+        return self.depth + self.n_prompt + self.n_gen
+
+    @property
+    def ctx_effective(self) -> int:
+        """The context the runtime is asked for (llama.cpp pads it further to 256)."""
+        return self.n_ctx or pad_ctx(self.tokens_needed)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["profile"] = list(self.profile)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Case":
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if "profile" in kw:
+            kw["profile"] = tuple(kw["profile"])
+        return cls(**kw)
+
+    def key(self) -> str:
+        """Stable identity of the case within a run (used by --resume)."""
+        d = self.to_dict()
+        d.pop("timeout_s")
+        return json.dumps(d, sort_keys=True)
+
+
+CASE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Case))
+
+# Fields of a case that identify "the same measurement" across runs (compare joins on them).
+KEY_FIELDS: tuple[str, ...] = (
+    "device", "backend", "model", "quant", "n_threads", "n_gpu_layers", "n_prompt", "n_gen",
+    "depth", "n_ctx", "n_batch", "n_ubatch", "flash_attn", "cache_type_k", "cache_type_v", "ep",
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One raw measurement. ``idx`` orders repeated values within (rep, phase, metric), e.g. decode
+    steps or timeline points; ``label`` qualifies it (an op name, a buffer type, a sensor);
+    ``t_ns`` is the time since the case's worker started, for timelines (None otherwise)."""
+
+    rep: int
+    phase: str
+    metric: str
+    value: float
+    idx: int = 0
+    label: str = ""
+    t_ns: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    doc: str
+
+
+# Every metric a sample may carry. Backends / profilers add theirs here, never elsewhere.
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("load_ns", "ns", "model load + context creation, wall clock"),
+        Metric("prefill_ns", "ns", "one llama_decode-equivalent over n_prompt tokens at depth, synchronized"),
+        Metric("decode_step_ns", "ns", "one single-token decode step, synchronized; idx = step"),
+        Metric("weights_bytes", "bytes", "model weights as the runtime holds them; label = buffer type"),
+        Metric("kv_bytes", "bytes", "KV cache allocated for n_ctx; label = buffer type"),
+        Metric("kv_used_bytes", "bytes", "KV cache bytes for the tokens in the cache after the phase"),
+        Metric("compute_bytes", "bytes", "scheduler compute buffers; label = buffer type"),
+        Metric("output_bytes", "bytes", "logits/embeddings output buffer; label = buffer type"),
+        Metric("rss_bytes", "bytes", "worker resident set size timeline; t_ns set"),
+        Metric("rss_peak_bytes", "bytes", "worker peak RSS in the phase (sampler + OS high-water mark)"),
+        Metric("gpu_mem_bytes", "bytes", "GPU memory used timeline (NVML)"),
+        Metric("gpu_peak_bytes", "bytes", "GPU memory peak in the phase (NVML)"),
+        Metric("op_ns", "ns", "time attributed to one op (label = OP or OP|class); idx = rep-local count"),
+        Metric("op_count", "1", "number of nodes of an op (label as op_ns)"),
+        Metric("node_ns", "ns", "time of a named graph node (label = node name)"),
+        Metric("profiled_ns", "ns", "wall time of a profiled phase (ops profiler)"),
+        Metric("op_launch_ns", "ns", "cost of observing one node that does nothing (ops profiler)"),
+        Metric("power_w", "W", "power timeline; label = source/rail"),
+        Metric("energy_j", "J", "energy over the phase window; label = source/rail"),
+        Metric("temp_c", "C", "temperature timeline; label = sensor"),
+        Metric("cpu_pct", "%", "CPU utilisation timeline"),
+        Metric("cpu_freq_mhz", "MHz", "CPU frequency timeline; label = core or 'avg'"),
+        Metric("gpu_freq_mhz", "MHz", "GPU clock timeline"),
+        Metric("gpu_util_pct", "%", "GPU utilisation timeline"),
+        Metric("throttle", "1", "1 when a throttle reason / clock drop was seen; label = reason"),
+    )
+}
+
+
+def check_metric(name: str) -> None:
+    if name not in METRICS:
+        raise KeyError(f"unknown metric {name!r}: add it to edgebench.records.METRICS")
+
+
+# Per-case model facts read from the file and the runtime (never from the file name).
+MODEL_INFO_FIELDS: tuple[str, ...] = (
+    "model_name", "model_sha256", "synthetic", "arch", "quant", "bpw", "n_params", "model_bytes",
+    "n_layer", "n_embd", "n_head", "n_head_kv", "head_dim", "n_vocab", "n_ctx_train", "n_ctx_runtime",
+)
+
+# Columns of summary.csv, in order. stats.summarize() produces exactly these keys.
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "run_id", "case_id", "device", "backend", "model", "model_sha256", "synthetic", "preset", "quant",
+    "bpw", "n_params", "model_bytes", "n_threads", "n_gpu_layers", "n_ctx", "n_prompt", "n_gen",
+    "depth", "n_batch", "n_ubatch", "flash_attn", "cache_type_k", "cache_type_v", "ep", "reps",
+    "load_ms", "prefill_tok_s", "prefill_tok_s_std", "ttft_ms", "decode_tok_s", "decode_tok_s_std",
+    "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99", "prefill_cv", "decode_cv",
+    "weights_bytes", "kv_bytes", "kv_used_bytes", "compute_bytes", "rss_peak_bytes", "gpu_peak_bytes",
+    "kv_share", "embed_share",
+    "status", "error",
+)
+
+CaseStatus = Literal["ok", "failed", "skipped", "pending"]

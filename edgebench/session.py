@@ -1,0 +1,162 @@
+"""One `edgebench run`: validate everything, plan the cases, run them with live progress, store,
+export the run folder, print the summary. Returns the exit code."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from edgebench import runner, spec as specmod
+from edgebench.environment import collect_environment, physical_cores
+from edgebench.errors import InputError
+from edgebench.records import Case
+from edgebench.store import Store
+
+console = Console(stderr=True)
+
+
+class ProgressEvents:
+    """Draws the sweep's progress: one bar over cases, one over the reps of the case in flight."""
+
+    def __init__(self, progress: Progress):
+        self.p = progress
+        self.cases = progress.add_task("cases", total=None)
+        self.reps = progress.add_task("", total=None, visible=False)
+
+    def case_start(self, i: int, n: int, case: Case) -> None:
+        name = Path(case.model).name if case.model else f"{case.preset} {case.quant_request}"
+        self.p.update(self.cases, total=n, completed=i, description=f"case {i + 1}/{n} {name}")
+        self.p.update(self.reps, total=case.reps, completed=0, visible=True,
+                      description=f"  t={case.n_threads} p={case.n_prompt} n={case.n_gen} d={case.depth}: loading")
+
+    def progress(self, i: int, msg: dict) -> None:
+        if msg.get("t") != "progress":
+            return
+        stage, rep, reps = msg["stage"], msg["rep"], msg["reps"]
+        label = {"build": "building model", "warmup": "warmup", "rep": "rep", "profile": f"profiling ({msg.get('profiler')})"}[stage]
+        if stage == "build":
+            self.p.update(self.reps, total=reps, completed=rep, description=f"  {label}")
+        else:
+            self.p.update(self.reps, total=reps, completed=rep, description=f"  {label} {min(rep + 1, reps)}/{reps}")
+
+    def case_end(self, i: int, status: str, error: str) -> None:
+        self.p.update(self.cases, completed=i + 1)
+        if status == "failed":
+            self.p.console.print(f"[red]case {i + 1} failed:[/red] {error}")
+
+    def note(self, text: str) -> None:
+        self.p.console.print(text)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,
+                    transient=False)
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".edgebench-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"output folder {out} cannot be written: {e.strerror or e}") from None
+
+
+def _plan(spec: specmod.RunSpec) -> tuple[list, list[str]]:
+    refs, notes = specmod.resolve_models(spec)
+    return specmod.expand(spec, refs, physical_cores()), notes
+
+
+def _device(spec: specmod.RunSpec) -> tuple[str, dict[str, Any]]:
+    from edgebench import devices
+
+    profile, verified, detail = devices.resolve(spec.device, verify=spec.verify)
+    return profile.name, {"device": profile.name, "device_verified": verified, "device_detail": detail}
+
+
+def start(options: dict[str, Any], config: Path | None, out: Path, report: bool = True) -> int:
+    cfg = specmod.load_toml(config) if config else None
+    spec = specmod.build_spec(options, cfg)
+    if cfg and cfg.get("out") and out == Path("reports"):
+        out = Path(cfg["out"])
+    device, device_env = _device(spec)
+    planned, notes = _plan(spec)
+    check_writable(out)
+    store = Store(out)
+    run_id = runner.new_run_id()
+    env = collect_environment() | device_env
+    store.create_run(run_id, device, spec.to_dict(), env)
+    for n in notes:
+        console.print(f"[yellow]note:[/yellow] {n}")
+    if not device_env["device_verified"]:
+        console.print(f"[yellow]warning:[/yellow] results are unverified: {device_env['device_detail']}")
+    console.print(f"run [bold]{run_id}[/bold]: {len(planned)} case(s) on {device} -> {out / run_id}")
+    return _execute(store, run_id, spec, planned, out, set(), report)
+
+
+def resume(run_id: str, out: Path, report: bool = True) -> int:
+    store = Store(out, create=False)
+    run = store.get_run(run_id)
+    spec = specmod.RunSpec.from_dict(run.spec)
+    planned, _ = _plan(spec)
+    done = {c["case_key"] for c in store.get_cases(run.run_id) if c["status"] == "ok"}
+    console.print(f"resuming run [bold]{run.run_id}[/bold]: {len(done)} of {len(planned)} case(s) already measured")
+    return _execute(store, run.run_id, spec, planned, out, done, report)
+
+
+def _between(spec: specmod.RunSpec):
+    if not spec.cooldown and spec.cooldown_temp is None:
+        return None
+
+    def wait() -> None:
+        from edgebench.profilers.telemetry import wait_cooldown
+
+        wait_cooldown(spec.cooldown, spec.cooldown_temp)
+
+    return wait
+
+
+def _execute(store: Store, run_id: str, spec: specmod.RunSpec, planned: list, out: Path,
+             done: set[str], report: bool) -> int:
+    from edgebench import export, stats, views
+
+    run_dir = out / run_id
+    export.write_run_json(store, run_id, run_dir)
+    status = "interrupted"
+    t0 = time.monotonic()
+    try:
+        with _progress() as p:
+            counts = runner.run_cases(store, run_id, planned, run_dir, ProgressEvents(p), done, _between(spec))
+        status = "complete" if counts.get("failed", 0) == 0 else "partial"
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/yellow]: finished cases are stored; continue with "
+                      f"`edgebench run --resume {run_id} --out {out}`")
+        return 130
+    finally:
+        store.finish_run(run_id, status)
+        rows = export.export_run(store, run_id, run_dir)
+    views.print_rows(rows, "table", title=f"run {run_id} ({time.monotonic() - t0:.0f} s)")
+    for w in stats.cv_warnings(rows):
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    if report:
+        _write_report(store, run_id, run_dir)
+    console.print(f"stored in {store.url}; run folder {run_dir}")
+    return 0 if status == "complete" else 1
+
+
+def _write_report(store: Store, run_id: str, run_dir: Path) -> None:
+    try:
+        from edgebench import report
+    except ImportError:  # the report module is optional at this stage of the project
+        return
+    try:
+        path = report.write_report(store, [run_id], run_dir)
+        console.print(f"report: {path}")
+    except Exception as e:  # a report problem must never lose the measured run
+        console.print(f"[yellow]warning:[/yellow] report not written: {type(e).__name__}: {e}")

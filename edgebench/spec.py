@@ -1,0 +1,246 @@
+"""RunSpec: what the user asked for (CLI flags or sweep.toml), validated and expanded into Cases.
+
+Expansion is a cartesian product over every list-valued parameter, like llama-bench. Synthetic
+presets are expanded per quant level; model files carry their own quant and ignore --quant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgebench.errors import InputError
+from edgebench.records import Case
+
+# llama-bench's defaults, so numbers are comparable; QUICK is the built-in default job.
+LLAMA_BENCH_DEFAULTS = dict(n_prompt=[512], n_gen=[128], depth=[0], reps=5)
+QUICK_DEFAULTS = dict(n_prompt=[128], n_gen=[32], depth=[0], reps=3)
+DEFAULT_PRESET = "smollm-135m"
+
+# sweep parameter -> (Case field, type). Each may be a list in the spec.
+SWEEP_PARAMS: dict[str, tuple[str, type]] = {
+    "n_prompt": ("n_prompt", int), "n_gen": ("n_gen", int), "depth": ("depth", int),
+    "threads": ("n_threads", int), "ctx": ("n_ctx", int), "batch": ("n_batch", int),
+    "ubatch": ("n_ubatch", int), "n_gpu_layers": ("n_gpu_layers", int),
+    "flash_attn": ("flash_attn", str), "cache_type_k": ("cache_type_k", str),
+    "cache_type_v": ("cache_type_v", str), "ep": ("ep", str),
+}
+SCALAR_PARAMS: dict[str, type] = {"reps": int, "timeout": float, "warmup": bool}
+LIST_PARAMS = ("models", "quants", "backends", "profile")
+OTHER_PARAMS = ("device", "verify", "out", "cooldown", "cooldown_temp", "report")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    models: tuple[str, ...] = (DEFAULT_PRESET,)
+    quants: tuple[str, ...] = ()  # empty: the default ladder for presets
+    backends: tuple[str, ...] = ("llama-cpp",)
+    sweep: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # SWEEP_PARAMS keys
+    reps: int = 5
+    warmup: bool = True
+    timeout: float = 900.0
+    profile: tuple[str, ...] = ()
+    device: str = "auto"
+    verify: bool = True
+    cooldown: float = 0.0
+    cooldown_temp: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["sweep"] = {k: list(v) for k, v in self.sweep.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
+        kw = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
+        for k in ("models", "quants", "backends", "profile"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        kw["sweep"] = {k: tuple(v) for k, v in kw.get("sweep", {}).items()}
+        return cls(**kw)
+
+
+def parse_list(text: str | int | float | list | tuple | None, typ: type, name: str) -> tuple[Any, ...]:
+    """'1,2,4' -> (1, 2, 4); a TOML list or scalar works too. Errors name the option."""
+    if text is None:
+        return ()
+    items = list(text) if isinstance(text, (list, tuple)) else str(text).split(",")
+    out = []
+    for item in items:
+        s = str(item).strip()
+        if not s:
+            raise InputError(f"--{name.replace('_', '-')}: empty value in {text!r}")
+        try:
+            out.append(_convert(s, typ))
+        except ValueError:
+            raise InputError(f"--{name.replace('_', '-')}: {s!r} is not a valid {typ.__name__}") from None
+    return tuple(out)
+
+
+def _convert(s: str, typ: type) -> Any:
+    if typ is bool:
+        if s.lower() in ("1", "true", "yes", "on"):
+            return True
+        if s.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(s)
+    return typ(s)
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a sweep file. Keys: the CLI's long option names with '_' (see examples/sweep.toml)."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read config file {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"config file {path} is not valid TOML: {e}") from None
+    known = set(SWEEP_PARAMS) | set(SCALAR_PARAMS) | set(LIST_PARAMS) | set(OTHER_PARAMS) | {"model", "quant", "backend"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"config file {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return data
+
+
+def build_spec(options: dict[str, Any], config: dict[str, Any] | None = None) -> RunSpec:
+    """Merge a config file (lower priority) and CLI options (None = not given) into a RunSpec.
+
+    With no model anywhere, the built-in default job runs: the smollm-135m preset over the default
+    quant ladder at a quick size. With a model, sizes default to llama-bench's.
+    """
+    merged: dict[str, Any] = {}
+    for src in (config or {}), options:
+        for k, v in src.items():
+            k = {"model": "models", "quant": "quants", "backend": "backends"}.get(k, k)
+            if v is not None and v != () and v != []:
+                merged[k] = v
+    models = parse_list(merged.get("models"), str, "model")
+    defaults = LLAMA_BENCH_DEFAULTS if models else QUICK_DEFAULTS
+    sweep: dict[str, tuple[Any, ...]] = {}
+    for name, (_, typ) in SWEEP_PARAMS.items():
+        vals = parse_list(merged.get(name), typ, name)
+        if vals:
+            sweep[name] = tuple(dict.fromkeys(vals))  # drop repeats, keep order
+        elif name in defaults:
+            sweep[name] = tuple(defaults[name])
+    try:
+        reps = int(merged.get("reps", defaults["reps"]))
+        timeout = float(merged.get("timeout", 900.0))
+        cooldown = float(merged.get("cooldown", 0.0))
+        ctemp = merged.get("cooldown_temp")
+        ctemp = float(ctemp) if ctemp is not None else None
+    except (TypeError, ValueError) as e:
+        raise InputError(f"invalid number: {e}") from None
+    if reps < 1:
+        raise InputError(f"--reps must be >= 1, got {reps}")
+    if timeout <= 0:
+        raise InputError(f"--timeout must be > 0, got {timeout}")
+    if cooldown < 0:
+        raise InputError(f"--cooldown must be >= 0, got {cooldown}")
+    from edgebench.backends import canonical_name
+    from edgebench.profilers import check_profiler_name
+
+    backends = tuple(dict.fromkeys(canonical_name(b) for b in parse_list(merged.get("backends"), str, "backend"))) or ("llama-cpp",)
+    profile = tuple(check_profiler_name(p) for p in parse_list(merged.get("profile"), str, "profile"))
+    return RunSpec(
+        models=models or (DEFAULT_PRESET,), quants=parse_list(merged.get("quants"), str, "quant"),
+        backends=backends, sweep=sweep, reps=reps, warmup=bool(merged.get("warmup", True)),
+        timeout=timeout, profile=profile, device=str(merged.get("device", "auto")),
+        verify=bool(merged.get("verify", True)), cooldown=cooldown, cooldown_temp=ctemp,
+    )
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to measure on one backend: a file, or a preset at a quant level still to be built."""
+
+    backend: str
+    path: str = ""
+    preset: str = ""
+    quant: str = ""
+
+
+def resolve_models(spec: RunSpec) -> tuple[list[ModelRef], list[str]]:
+    """Model refs for every (backend, model[, quant]) that applies, and notes on what was skipped.
+
+    Validates files (exists, right format, not truncated) so bad input stops before any run."""
+    from edgebench import presets
+    from edgebench.backends import backend_class
+
+    refs: list[ModelRef] = []
+    notes: list[str] = []
+    files: list[Path] = []
+    preset_names: list[str] = []
+    for m in spec.models:
+        if presets.is_preset(m) and not Path(m).exists():
+            preset_names.append(presets.get_preset(m).name)
+            continue
+        p = Path(m).expanduser()
+        if not p.exists():
+            raise InputError(f"model {m!r} is neither a file nor a folder nor a preset (presets: {', '.join(presets.PRESETS)})")
+        if p.is_dir() and not (p / "genai_config.json").exists() and not any(p.glob("*.onnx")):
+            found = sorted(p.glob("*.gguf"))
+            if not found:
+                raise InputError(f"folder {p} holds no .gguf or .onnx model")
+            files.extend(found)
+        else:
+            files.append(p)
+    for backend in spec.backends:
+        cls = backend_class(backend)
+        for f in files:
+            suffix = "" if f.is_dir() else f.suffix.lower()
+            if suffix not in cls.suffixes:
+                notes.append(f"{f.name}: not a {backend} model, skipped for {backend}")
+                continue
+            _validate_file(f)
+            refs.append(ModelRef(backend, path=str(f)))
+        quants = spec.quants or cls.default_ladder
+        for name in preset_names:
+            for q in quants:
+                canon = cls.check_quant(q)
+                if canon is None:
+                    notes.append(f"{q} is not a {backend} quant level, skipped for {backend}")
+                    continue
+                refs.append(ModelRef(backend, preset=name, quant=canon))
+    if spec.quants and preset_names:
+        valid_somewhere = {q for q in spec.quants if any(backend_class(b).check_quant(q) for b in spec.backends)}
+        bad = [q for q in spec.quants if q not in valid_somewhere]
+        if bad:
+            levels = sorted({lv for b in spec.backends for lv in backend_class(b).quant_levels})
+            raise InputError(f"unknown quant level {bad[0]!r}; valid: {', '.join(levels)}")
+    if not refs:
+        raise InputError("nothing to run: " + ("; ".join(notes) if notes else "no models"))
+    return refs, notes
+
+
+def _validate_file(p: Path) -> None:
+    if p.suffix.lower() == ".gguf":
+        from edgebench.gguf_file import validate_gguf
+
+        validate_gguf(p)
+
+
+def expand(spec: RunSpec, refs: list[ModelRef], n_threads_default: int) -> list[tuple[ModelRef, Case]]:
+    """The cartesian product of models and sweep values. The Case's model path is filled in for
+    files; presets get theirs once built (runner.prepare)."""
+    names = list(spec.sweep)
+    grids = [spec.sweep[n] for n in names]
+    out = []
+    for ref in refs:
+        for combo in itertools.product(*grids):
+            kw = {SWEEP_PARAMS[n][0]: v for n, v in zip(names, combo)}
+            kw.setdefault("n_threads", n_threads_default)
+            try:
+                case = Case(backend=ref.backend, model=ref.path, reps=spec.reps, warmup=spec.warmup,
+                            profile=spec.profile, preset=ref.preset, quant_request=ref.quant,
+                            timeout_s=spec.timeout, **kw)
+            except ValueError as e:
+                raise InputError(str(e)) from None
+            out.append((ref, case))
+    return out

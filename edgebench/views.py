@@ -1,0 +1,147 @@
+"""Terminal views for the CLI: summary tables in table/csv/json/md, run lists, presets, GGUF facts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+FORMATS = ("table", "csv", "json", "md")
+
+# (column, header, format) shown in the terminal table; every column is in csv/json.
+TABLE_COLUMNS = (
+    ("case_id", "#", "{}"), ("model", "model", "{}"), ("backend", "backend", "{}"), ("quant", "quant", "{}"),
+    ("bpw", "bpw", "{:.2f}"), ("n_threads", "t", "{}"), ("n_prompt", "p", "{}"), ("n_gen", "n", "{}"),
+    ("depth", "d", "{}"), ("prefill_tok_s", "prefill tok/s", "{:.1f}"), ("prefill_tok_s_std", "±", "{:.1f}"),
+    ("ttft_ms", "TTFT ms", "{:.1f}"), ("decode_tok_s", "decode tok/s", "{:.2f}"), ("decode_tok_s_std", "±", "{:.2f}"),
+    ("tpot_ms_p50", "TPOT p50 ms", "{:.2f}"), ("tpot_ms_p99", "p99", "{:.2f}"),
+    ("rss_peak_bytes", "RSS MiB", "mib"), ("kv_share", "KV share", "{:.1%}"), ("status", "status", "{}"),
+)
+
+
+def _cell(v: Any, fmt: str) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    if fmt == "mib":
+        return f"{v / 2**20:.0f}"
+    try:
+        return fmt.format(v)
+    except (ValueError, TypeError):
+        return str(v)
+
+
+def print_rows(rows: list[dict[str, Any]], fmt: str, title: str = "") -> None:
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+    elif fmt == "csv":
+        from edgebench.export import _fmt
+
+        buf = io.StringIO()
+        cols = list(rows[0]) if rows else []
+        w = csv.DictWriter(buf, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _fmt(r.get(k)) for k in cols})
+        sys.stdout.write(buf.getvalue())
+    elif fmt == "md":
+        cols = [c for c in TABLE_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+        lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
+        for r in rows:
+            lines.append("| " + " | ".join(_cell(r.get(k), f) for k, _, f in cols) + " |")
+        if title:
+            lines.insert(0, f"**{title}**\n")
+        sys.stdout.write("\n".join(lines) + "\n")
+    else:
+        table = Table(title=title or None)
+        cols = [c for c in TABLE_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+        for _, h, _ in cols:
+            table.add_column(h, justify="right" if h not in ("model", "backend", "quant", "status") else "left")
+        for r in rows:
+            cells = [_cell(r.get(k), f) for k, _, f in cols]
+            if r.get("status") == "failed":
+                cells[-1] = "[red]failed[/red]"
+            table.add_row(*cells)
+        console = Console(width=max(160, Console().width))
+        console.print(table)
+        for r in rows:
+            if r.get("status") == "failed":
+                console.print(f"[red]case {r['case_id']} failed:[/red] {r.get('error')}")
+
+
+def print_runs(store) -> None:
+    table = Table(title=f"runs in {store.url}")
+    for h in ("run_id", "created", "device", "status", "cases", "models"):
+        table.add_column(h)
+    for r in store.list_runs():
+        cases = store.get_cases(r.run_id)
+        ok = sum(c["status"] == "ok" for c in cases)
+        models = sorted({Path(c["model"]).name for c in cases})
+        table.add_row(r.run_id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)), r.device, r.status,
+                      f"{ok}/{len(cases)} ok", ", ".join(models)[:60])
+    Console().print(table)
+
+
+def print_presets() -> None:
+    from edgebench.presets import PRESETS
+    from edgebench.synth import preset_n_params
+
+    table = Table(title="synthetic presets (shapes from public config.json files)")
+    for h in ("preset", "arch", "layers", "hidden", "heads", "kv heads", "head dim", "ffn", "vocab", "tied", "ctx", "params (M)", "KV/token f16"):
+        table.add_column(h, justify="right" if h not in ("preset", "arch", "tied") else "left")
+    for p in PRESETS.values():
+        table.add_row(p.name, p.arch, str(p.n_layer), str(p.n_embd), str(p.n_head), str(p.n_head_kv), str(p.head_dim),
+                      str(p.n_ff), str(p.n_vocab), "yes" if p.tied else "no", str(p.n_ctx_train),
+                      f"{preset_n_params(p) / 1e6:.1f}", f"{p.kv_bytes_per_token_f16 / 1024:.1f} KiB")
+    Console().print(table)
+
+
+def make_models(preset: str, quant: str, out: Path | None, backend: str) -> None:
+    from edgebench.backends import backend_class
+    from edgebench.errors import InputError
+    from edgebench.presets import get_preset
+
+    get_preset(preset)
+    cls = backend_class(backend)
+    levels = []
+    for q in quant.split(","):
+        canon = cls.check_quant(q.strip())
+        if canon is None:
+            raise InputError(f"unknown quant level {q!r} for {cls.name}; valid: {', '.join(cls.quant_levels)}")
+        levels.append(canon)
+    if out is not None:
+        import os
+
+        os.environ["EDGEBENCH_HOME"] = str(out)
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True)) as p:
+        for q in levels:
+            task = p.add_task(f"{preset} {q}", total=None)
+            path = cls.build_synthetic(preset, q, progress=lambda d, t: p.update(task, completed=d, total=t))
+            p.update(task, completed=1, total=1)
+            p.console.print(path)
+
+
+def print_gguf_info(path: Path) -> None:
+    from edgebench.gguf_file import read_gguf_info
+
+    gi = read_gguf_info(path)
+    c = Console()
+    c.print(f"[bold]{path}[/bold]")
+    for k in ("arch", "name", "synthetic_preset", "quant", "bpw", "n_params", "tensor_bytes", "file_bytes", "n_layer",
+              "n_embd", "n_head", "n_head_kv", "head_dim", "n_ff", "n_vocab", "n_ctx_train", "tied", "embed_params"):
+        v = getattr(gi, k)
+        c.print(f"  {k:17} {v:.3f}" if isinstance(v, float) else f"  {k:17} {v}")
+    table = Table(title="tensor types per group")
+    table.add_column("group")
+    table.add_column("types")
+    for g, types in gi.tensor_types.items():
+        table.add_row(g, ", ".join(f"{t} x{n}" for t, n in types.items()))
+    c.print(table)

@@ -1,0 +1,144 @@
+"""The CLI in-process (edgebench.cli.main), and once as a real process for Ctrl-C."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edgebench.cli import main
+
+
+def fake(tmp_path, name="m", **cfg):
+    p = tmp_path / f"{name}.fake"
+    p.write_text(json.dumps({"prefill_us_per_token": 10, "decode_us": 200, **cfg}))
+    return str(p)
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+SMALL = ("--backend", "fake", "-p", "16", "-n", "4", "-r", "2", "--no-report")
+
+
+def test_run_writes_store_and_run_folder(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "run", "-m", fake(tmp_path), *SMALL, "-t", "1,2", "-o", out)
+    assert code == 0, err
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    assert {"run.json", "summary.csv", "samples.csv"} <= {p.name for p in run_dir.iterdir()}
+    doc = json.loads((run_dir / "run.json").read_text())
+    assert doc["status"] == "complete" and len(doc["cases"]) == 2
+    assert doc["environment"]["cpu_model"] and doc["spec"]["sweep"]["threads"] == [1, 2]
+    header = (run_dir / "summary.csv").read_text().splitlines()[0].split(",")
+    for col in ("run_id", "device", "backend", "model", "model_sha256", "synthetic", "quant", "bpw", "n_params",
+                "model_bytes", "n_threads", "n_gpu_layers", "n_ctx", "n_prompt", "n_gen", "depth", "reps",
+                "prefill_tok_s", "prefill_tok_s_std", "ttft_ms", "decode_tok_s", "decode_tok_s_std",
+                "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99", "status", "error"):
+        assert col in header
+    samples = (run_dir / "samples.csv").read_text().splitlines()
+    assert sum(",decode_step_ns," in l for l in samples) == 2 * 2 * 4  # cases x reps x n_gen
+
+    code, out_json, _ = run_cli(capsys, "show", "latest", "--format", "json", "-o", out)
+    rows = json.loads(out_json)
+    assert code == 0 and [r["n_threads"] for r in rows] == [1, 2]
+    for fmt in ("csv", "md", "table"):
+        code, text, _ = run_cli(capsys, "show", "--format", fmt, "-o", out)
+        assert code == 0 and "fake" in text or fmt == "table"
+    code, text, _ = run_cli(capsys, "runs", "-o", out)
+    assert code == 0
+
+
+def test_failed_case_gives_exit_1_and_the_rest_is_measured(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, _ = run_cli(capsys, "run", "-m", fake(tmp_path, "bad", fail="crash", fail_at="decode"),
+                         "-m", fake(tmp_path, "good"), *SMALL, "-o", out)
+    assert code == 1
+    code, text, _ = run_cli(capsys, "show", "--format", "json", "-o", out)
+    assert [r["status"] for r in json.loads(text)] == ["failed", "ok"]
+
+
+def _bad_inputs(tmp_path):
+    notgguf = tmp_path / "x.gguf"
+    notgguf.write_text("hello, not a model")
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    badtoml = tmp_path / "bad.toml"
+    badtoml.write_text("threads = [1,\n")
+    m = fake(tmp_path)
+    return {
+        "missing model": (["run", "-m", tmp_path / "nope.gguf"], "neither a file"),
+        "not gguf": (["run", "-m", notgguf, "--no-report"], "not a GGUF"),
+        "unknown option": (["run", "--frobnicate"], "No such option"),
+        "bad int": (["run", "-m", m, "--backend", "fake", "-p", "12x"], "not a valid int"),
+        "zero count": (["run", "-m", m, "--backend", "fake", "-n", "0"], "n_gen must be >= 1"),
+        "negative reps": (["run", "-m", m, "--backend", "fake", "-r", "0"], "--reps must be >= 1"),
+        "ctx too small": (["run", "-m", m, "--backend", "fake", "-p", "512", "--ctx", "256"], "too small"),
+        "bad flash attn": (["run", "-m", m, "--backend", "fake", "-fa", "sometimes"], "flash_attn must be"),
+        "unknown backend": (["run", "-m", m, "--backend", "tensorflow"], "unknown backend"),
+        "unknown quant": (["run", "-m", "smollm-135m", "-q", "Q9_9"], "unknown quant level"),
+        "unknown preset": (["run", "-m", "gpt-5"], "neither a file"),
+        "invalid config": (["run", "--config", badtoml], "not valid TOML"),
+        "missing config": (["run", "--config", tmp_path / "none.toml"], "does not exist"),
+        "unwritable out": (["run", "-m", m, "--backend", "fake", "-o", blocker / "sub"], "cannot be written"),
+        "unknown run": (["show", "nosuchrun", "-o", tmp_path], "no results store"),
+        "bad format": (["show", "--format", "xml", "-o", tmp_path], "--format must be one of"),
+        "unknown profiler": (["run", "-m", m, "--backend", "fake", "--profile", "vibes"], "unknown profiler"),
+    }
+
+
+@pytest.mark.parametrize("name", [
+    "missing model", "not gguf", "unknown option", "bad int", "zero count", "negative reps", "ctx too small",
+    "bad flash attn", "unknown backend", "unknown quant", "unknown preset", "invalid config", "missing config",
+    "unwritable out", "unknown run", "bad format", "unknown profiler"])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, name):
+    args, expected = _bad_inputs(tmp_path)[name]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2, err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgebench: error:"), err
+    assert expected in lines[0]
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_keeps_finished_cases_and_resume_finishes(tmp_path):
+    out = tmp_path / "out"
+    quick = fake(tmp_path, "quick")
+    slow = fake(tmp_path, "slow", decode_us=200_000)  # 8 steps x 2 reps: ~3 s
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "edgebench.cli", "run", "-m", quick, "-m", slow, "--backend", "fake",
+                             "-p", "8", "-n", "8", "-r", "2", "-o", str(out), "--no-report"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    db = out / "edgebench.db"
+    deadline = time.time() + 60
+    from edgebench.store import Store
+    while time.time() < deadline:  # wait until the first case is stored
+        if db.exists():
+            try:
+                s = Store(out, create=False)
+                runs = s.list_runs()
+                if runs and s.get_cases(runs[0].run_id):
+                    break
+            except Exception:
+                pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"--resume" in err
+    store = Store(out, create=False)
+    (run,) = store.list_runs()
+    assert run.status == "interrupted"
+    assert [c["status"] for c in store.get_cases(run.run_id)] == ["ok"]
+    # resume measures only what is missing
+    code = main(["run", "--resume", run.run_id, "-o", str(out), "--no-report"])
+    assert code == 0
+    cases = store.get_cases(run.run_id)
+    assert [c["status"] for c in cases] == ["ok", "ok"]
+    assert store.get_run(run.run_id).status == "complete"
