@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("edgebench-home")
+    """EDGEBENCH_HOME for the whole session: tests never touch the user's ~/.cache/edgebench."""
+    home = tmp_path_factory.mktemp("edgebench-home")
+    old = os.environ.get("EDGEBENCH_HOME")
+    os.environ["EDGEBENCH_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("EDGEBENCH_HOME", None)
+    else:
+        os.environ["EDGEBENCH_HOME"] = old
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,28 @@
+"""Shared set-up for the benchmark scripts: a model path from argv or a built preset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def model_arg(description: str) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", help="GGUF file (default: the smollm-135m preset, built if needed)")
+    ap.add_argument("--preset", default="smollm-135m")
+    ap.add_argument("--quant", default="Q4_K_M")
+    ap.add_argument("-p", "--n-prompt", type=int, default=128)
+    ap.add_argument("-n", "--n-gen", type=int, default=32)
+    ap.add_argument("-r", "--reps", type=int, default=5)
+    ap.add_argument("-t", "--threads", type=int, default=0)
+    args = ap.parse_args()
+    if not args.model:
+        from edgebench import synth
+
+        args.model = str(synth.ensure_model(args.preset, args.quant))
+    if not args.threads:
+        from edgebench.environment import physical_cores
+
+        args.threads = physical_cores()
+    args.model = str(Path(args.model))
+    return args

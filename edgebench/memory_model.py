@@ -1,0 +1,115 @@
+"""Analytic memory of a decoder: weights, KV cache and compute buffers, from shapes alone.
+
+Used to check the runtime's own figures (KV must agree exactly for f16 / q8_0 caches), to project
+memory at contexts nobody has run (`edgebench memory`), and to refuse cases that cannot fit the
+device before starting them.
+
+KV (llama.cpp, llama-kv-cache.cpp): per layer, K and V each hold kv_size rows of
+n_head_kv * head_dim elements; a row of a quantized type takes blocks of GGML_QUANT_SIZES
+(e.g. q8_0: 32 elements in 34 bytes). kv_size is n_ctx padded to 256 (llama-context.cpp).
+Sliding-window layers (gemma-2) keep a smaller cache unless swa_full; the projection assumes a
+full cache there and says so.
+
+Compute buffers are an *estimate* (the scheduler's graph allocator is not reproduced here): the
+largest live activations of one ubatch, dominated by the logits (n_vocab x n_ubatch f32) and, without
+flash attention, the KQ matrix (n_ctx x n_ubatch x n_head f32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgebench.records import pad_ctx
+
+# Nominal bits per weight of llama.cpp quant mixes, for projecting a preset never built.
+# Measured on the synthetic smollm-135m files (edgebench models inspect); a built file's own
+# size is always preferred.
+NOMINAL_BPW = {
+    "F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_K_M": 5.7, "Q5_K_S": 5.5,
+    "Q5_0": 5.5, "Q4_K_M": 4.9, "Q4_K_S": 4.6, "Q4_0": 4.5, "Q3_K_M": 3.9, "Q3_K_S": 3.5, "Q2_K": 3.4,
+    "IQ4_NL": 4.5,
+}
+
+
+def cache_row_bytes(cache_type: str, n_elements: int) -> int:
+    """Bytes of one cache row of ``n_elements`` values of a ggml type (f16, q8_0, q4_0 ...)."""
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType[cache_type.upper()]
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    if n_elements % block:
+        raise ValueError(f"{n_elements} elements are not a whole number of {cache_type} blocks of {block}")
+    return n_elements // block * size
+
+
+def kv_bytes(n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int,
+             cache_type_k: str = "f16", cache_type_v: str = "f16", pad: bool = True) -> int:
+    """K + V bytes llama.cpp allocates for a context of ``n_ctx`` tokens (padded to 256 if pad)."""
+    kv_size = pad_ctx(n_ctx) if pad else n_ctx
+    row = n_head_kv * head_dim
+    return n_layer * kv_size * (cache_row_bytes(cache_type_k, row) + cache_row_bytes(cache_type_v, row))
+
+
+def compute_bytes_estimate(n_vocab: int, n_embd: int, n_ff: int, n_head: int, n_ctx: int,
+                           n_ubatch: int = 512, flash_attn: bool = True) -> int:
+    """Rough size of llama.cpp's CPU compute buffer (f32 activations of one ubatch)."""
+    f32 = 4
+    logits = n_vocab * n_ubatch
+    ffn = 2 * n_ff * n_ubatch
+    attn = 0 if flash_attn else n_head * pad_ctx(n_ctx) * n_ubatch
+    hidden = 4 * n_embd * n_ubatch
+    return f32 * (logits + max(ffn, attn) + hidden)
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """What the projection needs of a model (from a GGUF file or a preset)."""
+
+    name: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    n_vocab: int
+    n_params: int
+    weights_bytes: int
+    weights_exact: bool  # False when weights_bytes is a nominal-bpw estimate
+    sliding_window: int = 0
+
+
+def project(shapes: Shapes, n_ctx: int, cache_type: str = "f16", n_ubatch: int = 512,
+            flash_attn: bool = True) -> dict:
+    kv = kv_bytes(shapes.n_layer, n_ctx, shapes.n_head_kv, shapes.head_dim, cache_type, cache_type)
+    compute = compute_bytes_estimate(shapes.n_vocab, shapes.n_embd, shapes.n_ff, shapes.n_head, n_ctx,
+                                     min(n_ubatch, pad_ctx(n_ctx)), flash_attn)
+    total = shapes.weights_bytes + kv + compute
+    return {
+        "model": shapes.name, "n_ctx": pad_ctx(n_ctx), "cache_type": cache_type,
+        "weights_bytes": shapes.weights_bytes, "kv_bytes": kv, "compute_bytes": compute,
+        "total_bytes": total, "kv_share": kv / total, "weights_exact": shapes.weights_exact,
+    }
+
+
+def shapes_from_gguf(path: str) -> Shapes:
+    from edgebench.gguf_file import read_gguf_info
+
+    gi = read_gguf_info(path)
+    return Shapes(gi.synthetic_preset or gi.name or path, gi.n_layer, gi.n_embd, gi.n_head, gi.n_head_kv,
+                  gi.head_dim, gi.n_ff, gi.n_vocab, gi.n_params, gi.tensor_bytes, True)
+
+
+def shapes_from_preset(name: str, quant: str) -> Shapes:
+    from edgebench.presets import get_preset
+    from edgebench.synth import preset_n_params
+
+    p = get_preset(name)
+    n_params = preset_n_params(p)
+    bpw = NOMINAL_BPW.get(quant.upper())
+    if bpw is None:
+        from edgebench.errors import InputError
+
+        raise InputError(f"no nominal size for quant {quant!r}; known: {', '.join(NOMINAL_BPW)}")
+    return Shapes(f"{p.name} {quant.upper()}", p.n_layer, p.n_embd, p.n_head, p.n_head_kv, p.head_dim, p.n_ff,
+                  p.n_vocab, n_params, int(n_params * bpw / 8), False, p.sliding_window)

@@ -1,0 +1,103 @@
+"""The llama.cpp backend end to end on the tiny synthetic model (real llama.cpp, no mocks)."""
+
+import pytest
+
+from edgebench.backends.llama_cpp import LlamaCppBackend, parse_buffer_sizes
+from edgebench.memory_model import kv_bytes
+from edgebench.records import Case
+from edgebench.runner import run_worker
+
+
+@pytest.fixture(scope="module")
+def backend():
+    be = LlamaCppBackend()
+    yield be
+    be.close()
+
+
+def test_prefill_decode_and_reset_move_the_cache(tiny_gguf, backend):
+    case = Case(backend="llama-cpp", model=str(tiny_gguf["Q4_K_M"]), n_prompt=40, n_gen=3, n_threads=2, n_batch=16, n_ubatch=16)
+    info = backend.load(case)
+    assert info.quant == "Q4_K_M" and info.n_ctx_runtime == 256 and info.n_layer == 2
+    assert 4.0 < info.bpw < 6.0
+    backend.reset()
+    backend.prefill(list(range(1, 41)))  # 3 chunks of n_batch=16
+    assert backend.n_cached() == 40
+    backend.decode_step(7)
+    assert backend.n_cached() == 41
+    per_token = kv_bytes(info.n_layer, 256, info.n_head_kv, info.head_dim) // 256
+    assert backend.kv_used_bytes() == 41 * per_token
+    backend.reset()
+    assert backend.n_cached() == 0
+    backend.close()
+
+
+@pytest.mark.parametrize("cache_type", ["f16", "q8_0"])
+@pytest.mark.parametrize("n_ctx", [256, 1024])
+def test_runtime_kv_equals_analytic_kv(tiny_gguf, backend, cache_type, n_ctx):
+    case = Case(backend="llama-cpp", model=str(tiny_gguf["Q8_0"]), n_prompt=8, n_gen=1, n_ctx=n_ctx,
+                cache_type_k=cache_type, cache_type_v=cache_type, flash_attn="on" if cache_type != "f16" else "auto")
+    info = backend.load(case)
+    runtime = backend.memory().kv_bytes
+    analytic = kv_bytes(info.n_layer, n_ctx, info.n_head_kv, info.head_dim, cache_type, cache_type)
+    # llama.cpp logs MiB with two decimals: agreement is exact at that precision
+    assert round(runtime / 2**20, 2) == round(analytic / 2**20, 2)
+    assert backend.memory().weights_bytes > 0 and backend.memory().compute_bytes > 0
+    backend.close()
+
+
+def test_buffer_size_parser_on_real_log_lines(tiny_gguf, backend):
+    backend.load(Case(backend="llama-cpp", model=str(tiny_gguf["F16"]), n_prompt=8, n_gen=1))
+    lines = backend.log_lines()
+    assert any("KV buffer size" in l for l in lines)
+    parsed = parse_buffer_sizes(lines)
+    assert parsed["kv"] and parsed["compute"] and parsed["weights"]
+    backend.close()
+
+
+def test_parser_takes_every_buffer_kind_and_ignores_noise():
+    lines = [
+        "load_tensors:   CPU_Mapped model buffer size =   128.50 MiB",
+        "load_tensors:        CUDA0 model buffer size =  1024.00 MiB",
+        "llama_kv_cache:      CUDA0 KV buffer size =    48.00 MiB",
+        "llama_context:        CPU  output buffer size =     0.19 MiB",
+        "llama_context:      CUDA0 compute buffer size =   300.75 MiB",
+        "llama_context:  CUDA_Host compute buffer size =    12.01 MiB",
+        "some other line = 3 MiB",
+    ]
+    p = parse_buffer_sizes(lines)
+    assert p["weights"] == {"CPU_Mapped": round(128.5 * 2**20), "CUDA0": 1024 * 2**20}
+    assert p["kv"] == {"CUDA0": 48 * 2**20}
+    assert p["compute"] == {"CUDA0": round(300.75 * 2**20), "CUDA_Host": round(12.01 * 2**20)}
+    assert p["output"] == {"CPU": round(0.19 * 2**20)}
+
+
+def test_worker_end_to_end_with_memory_timeline(tiny_gguf, tmp_path):
+    case = Case(backend="llama-cpp", model=str(tiny_gguf["Q4_K_M"]), n_prompt=32, n_gen=8, reps=2, n_threads=2)
+    res = run_worker(case, tmp_path / "log")
+    assert res.status == "ok", res.error
+    m = [s.metric for s in res.samples]
+    assert m.count("prefill_ns") == 2 and m.count("decode_step_ns") == 16
+    assert "kv_bytes" in m and "weights_bytes" in m and "compute_bytes" in m and "rss_peak_bytes" in m
+    assert res.info["model"]["quant"] == "Q4_K_M"
+    assert res.info["versions"]["llama_cpp_python"] == "0.3.36"
+    used = {s.phase: s.value for s in res.samples if s.metric == "kv_used_bytes" and s.rep == 1}
+    assert used["decode"] > used["prefill"] > 0
+
+
+def test_kv_share_rises_with_context(tiny_gguf, tmp_path):
+    from edgebench.store import Store
+    from edgebench.runner import run_cases
+    from edgebench.spec import ModelRef
+    from edgebench import stats
+
+    store = Store(tmp_path)
+    store.create_run("ctx", "test", {}, {})
+    m = str(tiny_gguf["Q4_K_M"])
+    planned = [(ModelRef("llama-cpp", path=m), Case(backend="llama-cpp", model=m, n_prompt=16, n_gen=2, reps=1, n_ctx=c))
+               for c in (256, 2048)]
+    run_cases(store, "ctx", planned, tmp_path / "ctx")
+    rows = stats.summarize_run(store, "ctx")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert rows[1]["kv_bytes"] == 8 * rows[0]["kv_bytes"]
+    assert rows[1]["kv_share"] > rows[0]["kv_share"]
