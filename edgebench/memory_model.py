@@ -54,6 +54,7 @@ def compute_bytes_estimate(n_vocab: int, n_embd: int, n_ff: int, n_head: int, n_
                            n_ubatch: int = 512, flash_attn: bool = True) -> int:
     """Rough size of llama.cpp's CPU compute buffer (f32 activations of one ubatch)."""
     f32 = 4
+    n_ubatch = min(n_ubatch, pad_ctx(n_ctx))  # llama.cpp never uses a ubatch larger than the context
     logits = n_vocab * n_ubatch
     ffn = 2 * n_ff * n_ubatch
     attn = 0 if flash_attn else n_head * pad_ctx(n_ctx) * n_ubatch
@@ -80,10 +81,10 @@ class Shapes:
 
 
 def project(shapes: Shapes, n_ctx: int, cache_type: str = "f16", n_ubatch: int = 512,
-            flash_attn: bool = True) -> dict:
-    kv = kv_bytes(shapes.n_layer, n_ctx, shapes.n_head_kv, shapes.head_dim, cache_type, cache_type)
+            flash_attn: bool = True, cache_type_v: str | None = None) -> dict:
+    kv = kv_bytes(shapes.n_layer, n_ctx, shapes.n_head_kv, shapes.head_dim, cache_type, cache_type_v or cache_type)
     compute = compute_bytes_estimate(shapes.n_vocab, shapes.n_embd, shapes.n_ff, shapes.n_head, n_ctx,
-                                     min(n_ubatch, pad_ctx(n_ctx)), flash_attn)
+                                     n_ubatch, flash_attn)
     total = shapes.weights_bytes + kv + compute
     return {
         "model": shapes.name, "n_ctx": pad_ctx(n_ctx), "cache_type": cache_type,
@@ -113,3 +114,17 @@ def shapes_from_preset(name: str, quant: str) -> Shapes:
         raise InputError(f"no nominal size for quant {quant!r}; known: {', '.join(NOMINAL_BPW)}")
     return Shapes(f"{p.name} {quant.upper()}", p.n_layer, p.n_embd, p.n_head, p.n_head_kv, p.head_dim, p.n_ff,
                   p.n_vocab, n_params, int(n_params * bpw / 8), False, p.sliding_window)
+
+
+def fit_problem(case, device_memory_bytes: int) -> str | None:
+    """Why ``case`` cannot fit the device's memory (None if it can, or if it cannot be projected)."""
+    if not str(case.model).lower().endswith(".gguf"):
+        return None
+    shapes = shapes_from_gguf(case.model)
+    proj = project(shapes, case.ctx_effective, case.cache_type_k, case.n_ubatch, case.flash_attn != "off", case.cache_type_v)
+    if proj["total_bytes"] <= device_memory_bytes:
+        return None
+    gib = 2**30
+    return (f"projected {proj['total_bytes'] / gib:.2f} GiB (weights {proj['weights_bytes'] / gib:.2f} + KV "
+            f"{proj['kv_bytes'] / gib:.2f} + compute ~{proj['compute_bytes'] / gib:.2f}) does not fit the device's "
+            f"{device_memory_bytes / gib:.2f} GiB: not started")

@@ -163,8 +163,10 @@ def prepare(ref: ModelRef, case: Case, progress=None) -> Case:
 
 def run_cases(store: Store, run_id: str, planned: list[tuple[ModelRef, Case]], run_dir: Path,
               events: Events = NullEvents(), done_keys: set[str] = frozenset(),
-              between: Callable[[], None] | None = None) -> dict[str, int]:
-    """Run every planned case not already done; returns counts by status."""
+              between: Callable[[], None] | None = None,
+              precheck: Callable[[Case], str | None] | None = None) -> dict[str, int]:
+    """Run every planned case not already done; returns counts by status. ``precheck`` returns
+    a reason not to start a case (e.g. it cannot fit the device); such a case is stored as skipped."""
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     n = len(planned)
     for i, (ref, case) in enumerate(planned):
@@ -178,6 +180,13 @@ def run_cases(store: Store, run_id: str, planned: list[tuple[ModelRef, Case]], r
             if case.key() in done_keys:
                 counts["skipped"] += 1
                 events.case_end(i, "skipped", "already measured (resume)")
+                continue
+            problem = precheck(case) if precheck else None
+            if problem:
+                res = CaseResult("skipped", problem)
+                store.save_case(run_id, i, case, res.status, res.error, res.info, [], started, time.time())
+                counts["skipped"] += 1
+                events.case_end(i, "skipped", problem)
                 continue
             if between is not None and i > 0:
                 between()

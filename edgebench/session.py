@@ -47,6 +47,8 @@ class ProgressEvents:
         self.p.update(self.cases, completed=i + 1)
         if status == "failed":
             self.p.console.print(f"[red]case {i + 1} failed:[/red] {error}")
+        elif status == "skipped" and "resume" not in error:
+            self.p.console.print(f"[yellow]case {i + 1} skipped:[/yellow] {error}")
 
     def note(self, text: str) -> None:
         self.p.console.print(text)
@@ -77,7 +79,14 @@ def _device(spec: specmod.RunSpec) -> tuple[str, dict[str, Any]]:
     from edgebench import devices
 
     profile, verified, detail = devices.resolve(spec.device, verify=spec.verify)
-    return profile.name, {"device": profile.name, "device_verified": verified, "device_detail": detail}
+    return profile.name, {"device": profile.name, "device_verified": verified, "device_detail": detail,
+                          "device_memory_bytes": devices.memory_bytes(profile)}
+
+
+def _fit_check(memory_bytes: int | None):
+    from edgebench.memory_model import fit_problem
+
+    return (lambda case: fit_problem(case, memory_bytes)) if memory_bytes else None
 
 
 def start(options: dict[str, Any], config: Path | None, out: Path, report: bool = True) -> int:
@@ -132,7 +141,8 @@ def _execute(store: Store, run_id: str, spec: specmod.RunSpec, planned: list, ou
     t0 = time.monotonic()
     try:
         with _progress() as p:
-            counts = runner.run_cases(store, run_id, planned, run_dir, ProgressEvents(p), done, _between(spec))
+            counts = runner.run_cases(store, run_id, planned, run_dir, ProgressEvents(p), done, _between(spec),
+                                      _fit_check(store.get_run(run_id).env.get("device_memory_bytes")))
         status = "complete" if counts.get("failed", 0) == 0 else "partial"
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/yellow]: finished cases are stored; continue with "

@@ -145,3 +145,44 @@ def print_gguf_info(path: Path) -> None:
     for g, types in gi.tensor_types.items():
         table.add_row(g, ", ".join(f"{t} x{n}" for t, n in types.items()))
     c.print(table)
+
+
+def print_memory_projection(model: str, ctxs: list[int], cache_types: list[str], quant: str,
+                            device: str | None, n_ubatch: int = 512, flash_attn: bool = True) -> list[dict]:
+    """`edgebench memory`: weights / KV / compute per context and cache type, without running."""
+    from edgebench import devices, memory_model
+    from edgebench.errors import InputError
+    from edgebench.presets import is_preset
+
+    if is_preset(model) and not Path(model).exists():
+        shapes = memory_model.shapes_from_preset(model, quant)
+    elif Path(model).suffix.lower() == ".gguf":
+        shapes = memory_model.shapes_from_gguf(model)
+    else:
+        raise InputError(f"{model!r} is neither a .gguf file nor a preset")
+    limit = None
+    if device:
+        prof = devices.get_profile(device) if device != "auto" else devices.detect()
+        limit = (prof.name, devices.memory_bytes(prof))
+    rows = []
+    for ct in cache_types:
+        for n in ctxs:
+            try:
+                r = memory_model.project(shapes, n, ct, n_ubatch, flash_attn)
+            except (KeyError, ValueError) as e:
+                raise InputError(f"cache type {ct!r}: {e}") from None
+            r["fits"] = None if limit is None else r["total_bytes"] <= limit[1]
+            rows.append(r)
+    gib = 2**30
+    title = f"memory projection: {shapes.name}" + ("" if shapes.weights_exact else " (weights from nominal bpw)")
+    if limit:
+        title += f" on {limit[0]} ({limit[1] / gib:.1f} GiB)"
+    table = Table(title=title)
+    for h in ("ctx", "cache", "weights GiB", "KV GiB", "compute GiB (est.)", "total GiB", "KV share", "fits"):
+        table.add_column(h, justify="right")
+    for r in rows:
+        fits = "-" if r["fits"] is None else ("yes" if r["fits"] else "[red]no[/red]")
+        table.add_row(str(r["n_ctx"]), r["cache_type"], f"{r['weights_bytes'] / gib:.3f}", f"{r['kv_bytes'] / gib:.3f}",
+                      f"{r['compute_bytes'] / gib:.3f}", f"{r['total_bytes'] / gib:.3f}", f"{r['kv_share']:.1%}", fits)
+    Console().print(table)
+    return rows

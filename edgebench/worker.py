@@ -122,6 +122,8 @@ def run_case(case: Case, emit: Emit) -> None:
             p.detach(backend)
         flush()
     finally:
+        for line in backend.log_lines():  # the runtime's log goes to the case's log file
+            print(line, file=sys.stderr)
         backend.close()
 
 

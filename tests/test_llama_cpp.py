@@ -101,3 +101,38 @@ def test_kv_share_rises_with_context(tiny_gguf, tmp_path):
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert rows[1]["kv_bytes"] == 8 * rows[0]["kv_bytes"]
     assert rows[1]["kv_share"] > rows[0]["kv_share"]
+
+
+def test_case_that_cannot_fit_is_refused_not_started(tiny_gguf, tmp_path):
+    from edgebench.memory_model import fit_problem
+    from edgebench.runner import run_cases
+    from edgebench.spec import ModelRef
+    from edgebench.store import Store
+
+    m = str(tiny_gguf["Q4_K_M"])
+    small = Case(backend="llama-cpp", model=m, n_prompt=16, n_gen=2, reps=1)
+    huge = Case(backend="llama-cpp", model=m, n_prompt=16, n_gen=2, reps=1, n_ctx=1 << 20)
+    assert fit_problem(small, 8 * 2**30) is None
+    reason = fit_problem(huge, 512 * 2**20)
+    assert reason and "does not fit the device's 0.50 GiB" in reason
+    store = Store(tmp_path)
+    store.create_run("fit", "test", {}, {})
+    counts = run_cases(store, "fit", [(ModelRef("llama-cpp", path=m), c) for c in (small, huge)], tmp_path / "fit",
+                       precheck=lambda c: fit_problem(c, 512 * 2**20))
+    assert counts == {"ok": 1, "failed": 0, "skipped": 1}
+    cases = store.get_cases("fit")
+    assert cases[1]["status"] == "skipped" and "does not fit" in cases[1]["error"]
+    assert not (tmp_path / "fit" / "logs" / "case-001.log").exists()  # never started
+
+
+def test_compute_estimate_is_near_the_runtime_buffer(tiny_gguf, backend):
+    from edgebench.memory_model import compute_bytes_estimate
+    from edgebench.presets import PRESETS
+
+    p = PRESETS["tiny"]
+    for n_ctx in (256, 2048):
+        backend.load(Case(backend="llama-cpp", model=str(tiny_gguf["F16"]), n_prompt=8, n_gen=1, n_ctx=n_ctx))
+        runtime = backend.memory().compute_bytes
+        est = compute_bytes_estimate(p.n_vocab, p.n_embd, p.n_ff, p.n_head, n_ctx, 512, flash_attn=True)
+        backend.close()
+        assert 0.5 < est / runtime < 2.0, (n_ctx, est, runtime)

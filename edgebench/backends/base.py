@@ -113,6 +113,10 @@ class Backend(ABC):
     def versions(self) -> dict[str, str]:
         """Runtime versions and build facts, for run.json."""
 
+    def log_lines(self) -> list[str]:
+        """The runtime's own log, if the backend captured it (written to the case log)."""
+        return []
+
     def close(self) -> None:
         """Free the runtime's resources. Safe to call twice."""
 
