@@ -164,6 +164,8 @@ METRICS: dict[str, Metric] = {
         Metric("gpu_mem_bytes", "bytes", "GPU memory used timeline (NVML)"),
         Metric("gpu_peak_bytes", "bytes", "GPU memory peak in the phase (NVML)"),
         Metric("op_ns", "ns", "time attributed to one op (label = OP or OP|class); idx = rep-local count"),
+        Metric("op_typical_ns", "ns", "op time without rare stalls: sum over its nodes of the median time of "
+               "that node name in the phase over all profiled reps (label as op_ns; ops profiler)"),
         Metric("op_count", "1", "number of nodes of an op (label as op_ns)"),
         Metric("node_ns", "ns", "time of a named graph node (label = node name)"),
         Metric("profiled_ns", "ns", "wall time of a profiled phase (ops profiler)"),
@@ -176,6 +178,9 @@ METRICS: dict[str, Metric] = {
         Metric("gpu_freq_mhz", "MHz", "GPU clock timeline"),
         Metric("gpu_util_pct", "%", "GPU utilisation timeline"),
         Metric("throttle", "1", "1 when a throttle reason / clock drop was seen; label = reason"),
+        Metric("energy_window_ns", "ns", "length of the phase window energy_j covers (telemetry)"),
+        Metric("emc_util_pct", "%", "memory controller (EMC) load timeline (tegrastats)"),
+        Metric("emc_freq_mhz", "MHz", "memory controller (EMC) clock timeline (tegrastats)"),
     )
 }
 

@@ -1,0 +1,107 @@
+"""Energy arithmetic: integrating power over phase windows, and per-case energy figures.
+
+Pure functions, no I/O, no imports of backends or profilers (report code imports this module).
+
+The telemetry profiler stores, per (rep, phase) window, ``energy_j`` samples (label ``total`` for
+the whole device, ``<source>:<rail>`` per rail) and one ``energy_window_ns`` sample; timelines of
+``power_w`` / ``temp_c`` and ``throttle`` flags. ``summarize_energy`` turns those into per-case
+numbers.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TOTAL = "total"  # label of the whole-device energy
+MEASURED_PHASES = ("prefill", "decode")
+
+
+def _value_at(ts: Sequence[int], vs: Sequence[float], t: int) -> float:
+    """Linear interpolation of a sampled series at ``t``; held constant outside the samples."""
+    i = bisect_left(ts, t)
+    if i < len(ts) and ts[i] == t:
+        return vs[i]
+    if i == 0:
+        return vs[0]
+    if i == len(ts):
+        return vs[-1]
+    t0, t1 = ts[i - 1], ts[i]
+    return vs[i - 1] + (vs[i] - vs[i - 1]) * (t - t0) / (t1 - t0)
+
+
+def integrate_power(ts: Sequence[int], watts: Sequence[float], start_ns: int, end_ns: int) -> float | None:
+    """Joules over [start_ns, end_ns] from power samples (times in ns, sorted): trapezoids between
+    the samples, with the series interpolated at the window edges. Exact for a power trace that is
+    linear between samples; None without samples."""
+    if not ts or end_ns < start_ns:
+        return None
+    pts = [(start_ns, _value_at(ts, watts, start_ns))]
+    lo, hi = bisect_right(ts, start_ns), bisect_left(ts, end_ns)
+    pts += [(ts[i], watts[i]) for i in range(lo, hi)]
+    pts.append((end_ns, _value_at(ts, watts, end_ns)))
+    joules = 0.0
+    for (t0, p0), (t1, p1) in zip(pts, pts[1:]):
+        joules += 0.5 * (p0 + p1) * (t1 - t0) * 1e-9
+    return joules
+
+
+def counter_delta(ts: Sequence[int], joules: Sequence[float], start_ns: int, end_ns: int) -> float | None:
+    """Joules over [start_ns, end_ns] from a cumulative energy counter (already unwrapped), read
+    at the sample times and interpolated at the window edges. None without samples."""
+    if not ts or end_ns < start_ns:
+        return None
+    return _value_at(ts, joules, end_ns) - _value_at(ts, joules, start_ns)
+
+
+def _window_ns(s: "pd.DataFrame", phase: str) -> dict[int, float]:
+    """Per-rep window length: the profiler's energy_window_ns, else the timed phase itself."""
+    w = s[(s.metric == "energy_window_ns") & (s.phase == phase)]
+    if len(w):
+        return w.groupby("rep")["value"].sum().to_dict()
+    metric = "prefill_ns" if phase == "prefill" else "decode_step_ns"
+    t = s[(s.metric == metric) & (s.phase == phase)]
+    return t.groupby("rep")["value"].sum().to_dict()
+
+
+def summarize_energy(samples: "pd.DataFrame", n_prompt: int, n_gen: int) -> dict[str, float | bool | None]:
+    """Per-case energy figures from one case's samples (columns rep, phase, metric, value, idx,
+    label, t_ns). Units: W, J, J/token, degrees C. None where there is no data.
+
+    energy_j_<phase> is the mean over reps of the whole-device energy of one phase window;
+    avg_power_w_<phase> = total energy / total window time; j_per_token_prefill divides by
+    n_prompt, j_per_token_decode by n_gen. throttled: a throttle flag in a measured phase (None
+    when no source could see throttling: no GPU clock and no throttle reasons were recorded)."""
+    out: dict[str, float | bool | None] = {}
+    for phase in MEASURED_PHASES:
+        for key in ("avg_power_w", "energy_j", "j_per_token"):
+            out[f"{key}_{phase}"] = None
+    out["temp_max_c"] = None
+    out["throttled"] = None
+    if samples is None or len(samples) == 0 or "metric" not in samples:
+        return out
+    s = samples[samples.rep >= 0] if "rep" in samples else samples
+    tokens = {"prefill": n_prompt, "decode": n_gen}
+    for phase in MEASURED_PHASES:
+        e = s[(s.metric == "energy_j") & (s.phase == phase) & (s.label == TOTAL)]
+        if not len(e):
+            continue
+        per_rep = e.groupby("rep")["value"].sum()
+        out[f"energy_j_{phase}"] = float(per_rep.mean())
+        if tokens[phase] > 0:
+            out[f"j_per_token_{phase}"] = float(per_rep.mean()) / tokens[phase]
+        windows = _window_ns(s, phase)
+        total_ns = sum(windows.get(r, 0.0) for r in per_rep.index)
+        if total_ns > 0:
+            out[f"avg_power_w_{phase}"] = float(per_rep.sum()) / (total_ns * 1e-9)
+    temps = samples[samples.metric == "temp_c"]["value"]
+    if len(temps):
+        out["temp_max_c"] = float(temps.max())
+    # Throttling is observable only through GPU clocks (tegrastats, NVML) or NVML's reasons.
+    if samples.metric.isin(("throttle", "gpu_freq_mhz")).any():
+        thr = s[(s.metric == "throttle") & s.phase.isin(MEASURED_PHASES) & (s.value > 0)]
+        out["throttled"] = bool(len(thr))
+    return out
