@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from edgebench import runner, spec as specmod
-from edgebench.environment import collect_environment, physical_cores
+from edgebench.environment import collect_environment, fair_run_warnings, physical_cores
 from edgebench.errors import InputError
 from edgebench.records import Case
 from edgebench.store import Store
@@ -75,12 +75,12 @@ def _plan(spec: specmod.RunSpec) -> tuple[list, list[str]]:
     return specmod.expand(spec, refs, physical_cores()), notes
 
 
-def _device(spec: specmod.RunSpec) -> tuple[str, dict[str, Any]]:
+def _device(spec: specmod.RunSpec) -> tuple[Any, dict[str, Any]]:
     from edgebench import devices
 
     profile, verified, detail = devices.resolve(spec.device, verify=spec.verify)
-    return profile.name, {"device": profile.name, "device_verified": verified, "device_detail": detail,
-                          "device_memory_bytes": devices.memory_bytes(profile)}
+    return profile, {"device": profile.name, "device_verified": verified, "device_detail": detail,
+                     "device_memory_bytes": devices.memory_bytes(profile)}
 
 
 def _fit_check(memory_bytes: int | None):
@@ -94,15 +94,19 @@ def start(options: dict[str, Any], config: Path | None, out: Path, report: bool 
     spec = specmod.build_spec(options, cfg)
     if cfg and cfg.get("out") and out == Path("reports"):
         out = Path(cfg["out"])
-    device, device_env = _device(spec)
+    profile, device_env = _device(spec)
+    device = profile.name
     planned, notes = _plan(spec)
     check_writable(out)
     store = Store(out)
     run_id = runner.new_run_id()
     env = collect_environment() | device_env
+    env["fair_run_warnings"] = fair_run_warnings(profile, env)
     store.create_run(run_id, device, spec.to_dict(), env)
     for n in notes:
         console.print(f"[yellow]note:[/yellow] {n}")
+    for w in env["fair_run_warnings"]:
+        console.print(f"[yellow]fair-run warning:[/yellow] {w}")
     if not device_env["device_verified"]:
         console.print(f"[yellow]warning:[/yellow] results are unverified: {device_env['device_detail']}")
     console.print(f"run [bold]{run_id}[/bold]: {len(planned)} case(s) on {device} -> {out / run_id}")

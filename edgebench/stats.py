@@ -95,6 +95,10 @@ def summarize_case(run_id: str, device: str, case: dict[str, Any], s) -> dict[st
     row.update(memory_summary(s, model_info))
     for extra in info.get("summary_extra", {}).items():  # e.g. ops shares added by a profiler
         row.setdefault(*extra)
+    if (s["metric"] == "energy_j").any() or (s["metric"] == "temp_c").any():  # telemetry ran
+        from edgebench.energy import summarize_energy
+
+        row.update(summarize_energy(s, int(case["n_prompt"]), int(case["n_gen"])))
     ordered = {k: row.get(k) for k in SUMMARY_COLUMNS}
     ordered.update({k: v for k, v in row.items() if k not in ordered})
     return ordered

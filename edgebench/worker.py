@@ -121,6 +121,10 @@ def run_case(case: Case, emit: Emit) -> None:
         for p in passive:
             p.detach(backend)
         flush()
+        notes = {p.name: {"warnings": p.warnings, "skipped": p.skipped} for p in profilers
+                 if getattr(p, "warnings", None) or getattr(p, "skipped", None)}
+        if notes:
+            emit({"t": "info", "info": {"profiler_notes": notes}})
     finally:
         for line in backend.log_lines():  # the runtime's log goes to the case's log file
             print(line, file=sys.stderr)
