@@ -80,7 +80,7 @@ def run(
 def show(
     run_id: str = typer.Argument("latest", help="Run id (or a unique prefix), or 'latest'."),
     fmt: str = typer.Option("table", "--format", "-f", help="table|csv|json|md"),
-    out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", "--store", help="Output folder holding edgebench.db, or a database URL."),
+    out: str = typer.Option(str(DEFAULT_OUT), "--out", "-o", "--store", help="Output folder holding edgebench.db, or a database URL."),
 ) -> None:
     """Print a stored run's summary."""
     from edgebench import stats, views
@@ -95,7 +95,7 @@ def show(
 
 
 @app.command()
-def runs(out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", "--store", help="Output folder or database URL.")) -> None:
+def runs(out: str = typer.Option(str(DEFAULT_OUT), "--out", "-o", "--store", help="Output folder or database URL.")) -> None:
     """List stored runs."""
     from edgebench import views
     from edgebench.store import Store
@@ -106,7 +106,7 @@ def runs(out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", "--store", help="O
 @app.command()
 def export(
     run_id: str = typer.Argument("latest"),
-    out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", "--store"),
+    out: str = typer.Option(str(DEFAULT_OUT), "--out", "-o", "--store"),
 ) -> None:
     """(Re)write a run's folder: run.json, summary.csv, samples.csv."""
     from edgebench.export import export_run
@@ -114,8 +114,15 @@ def export(
 
     store = Store(out, create=False)
     run = store.get_run(run_id)
-    export_run(store, run.run_id, out / run.run_id)
-    typer.echo(str(out / run.run_id))
+    run_dir = _run_dir(store, out, run.run_id)
+    export_run(store, run.run_id, run_dir)
+    typer.echo(str(run_dir))
+
+
+def _run_dir(store, out: str, run_id: str) -> Path:
+    """A run's folder: beside the SQLite file, or under ./reports for a server database."""
+    base = Path(store.url[len("sqlite:///"):]).parent if store.url.startswith("sqlite:///") else DEFAULT_OUT
+    return base / run_id
 
 
 @models_app.command("list")
@@ -145,6 +152,61 @@ def models_inspect(path: Path = typer.Argument(..., help="A .gguf file.")) -> No
     from edgebench import views
 
     views.print_gguf_info(path)
+
+
+@app.command()
+def report(
+    run_ids: Optional[list[str]] = typer.Argument(None, help="Run ids (or unique prefixes); default: the latest run."),
+    store: str = typer.Option(str(DEFAULT_OUT), "--store", "-s", help="Folder holding edgebench.db, or a database URL."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: the run's folder next to the store, or report-<time> there for several runs)."),
+) -> None:
+    """Write summary.csv, PNG figures, a self-contained index.html and report.md for one or more runs."""
+    import time
+
+    from edgebench import report as report_mod
+    from edgebench.store import Store
+
+    st = Store(store, create=False)  # str, not Path: a Path would fold the '//' of a database URL
+    runs_ = [st.get_run(r) for r in (run_ids or ["latest"])]
+    if out is None:
+        base = DEFAULT_OUT if "://" in store else Path(store)
+        out = base / (runs_[0].run_id if len(runs_) == 1 else time.strftime("report-%Y%m%d-%H%M%S"))
+    typer.echo(str(report_mod.write_report(st, [r.run_id for r in runs_], out)))
+
+
+@app.command()
+def compare(
+    baseline: str = typer.Argument(..., help="Run id in --store, a run folder, or a summary/samples CSV."),
+    candidate: str = typer.Argument(..., help="The same kinds as BASELINE."),
+    store: str = typer.Option(str(DEFAULT_OUT), "--store", "-s", help="Folder holding edgebench.db, or a database URL."),
+    threshold: str = typer.Option("5%", "--threshold", help="A change smaller than this is ok (e.g. 5% or 0.05)."),
+    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Per-metric thresholds, e.g. decode_tok_s:3%,rss_peak_bytes:10%."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the Mann-Whitney U test."),
+    match: Optional[str] = typer.Option(None, "--match", help="Key fields left out of the join, e.g. 'model' to compare two models."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma list of metrics (default: throughput, tpot p50, memory, energy where present)."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table|md|json|csv"),
+    force: bool = typer.Option(False, "--force", help="Compare results from different devices."),
+) -> None:
+    """Compare CANDIDATE with BASELINE case by case; exit 3 on a significant regression."""
+    from rich.console import Console
+
+    from edgebench import compare as cmp
+
+    if fmt not in cmp.FORMATS:
+        raise InputError(f"--format must be one of {', '.join(cmp.FORMATS)}, got {fmt!r}")
+    if not 0 < alpha < 1:
+        raise InputError(f"--alpha must be between 0 and 1, got {alpha}")
+    opts = cmp.Options(threshold=cmp.parse_fraction(threshold), fail_on=cmp.parse_fail_on(fail_on), alpha=alpha,
+                       match=cmp.check_match(match), force=force,
+                       metrics=tuple(cmp.metric_spec(m.strip()).name for m in (metrics or "").split(",") if m.strip()))
+    res = cmp.compare(baseline, candidate, store, opts)
+    if fmt == "table":
+        cmp.print_table(res, Console(width=max(140, Console().width)))
+    else:
+        sys.stdout.write(cmp.render(res, fmt))
+    for w in res.warnings:
+        typer.echo(f"edgebench: warning: {w}", err=True)
+    raise typer.Exit(EXIT_REGRESSION if res.regressions else EXIT_OK)
 
 
 def main(argv: list[str] | None = None) -> int:

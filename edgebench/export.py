@@ -19,7 +19,8 @@ SAMPLE_COLUMNS = ("run_id", "case_id", "rep", "phase", "metric", "idx", "label",
 
 def _fmt(v: Any) -> Any:
     if isinstance(v, float):
-        return f"{v:.6g}"
+        # whole numbers (bytes, counts) are written exactly; rates keep 6 significant digits
+        return str(int(v)) if v.is_integer() and abs(v) < 2**63 else f"{v:.6g}"
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(v)
     return "" if v is None else v

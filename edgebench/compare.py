@@ -1,0 +1,574 @@
+"""Regression verdicts between two sets of results (a CI gate, or a new model release vs the old).
+
+Each side is a run id in a store, a run folder (run.json + samples.csv, or summary.csv), or a
+summary/samples CSV file. Cases are joined on ``records.KEY_FIELDS``; each metric has a direction.
+A change is a *regression* only when it is worse than its threshold AND statistically significant
+on the raw per-rep values: a two-sided Mann-Whitney U test (p < alpha) whose verdict a bootstrap
+confidence interval of the ratio of means agrees with (the interval excludes 1). Deterministic
+metrics (buffer sizes) have no noise, so any change past the threshold is real.
+
+Never runs a model and never imports a backend.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgebench.errors import InputError
+from edgebench.records import KEY_FIELDS
+
+VERDICTS = ("regression", "improved", "insignificant", "ok")
+BOOTSTRAP_N = 2000
+BOOTSTRAP_SEED = 0  # fixed: the same inputs give the same table (CI logs must be reproducible)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    higher_is_better: bool
+    unit: str  # unit of the per-rep values and of the table: tok/s, ms, bytes, J/token
+    exact: bool = False  # deterministic (one value per case): any change past the threshold is real
+
+
+METRIC_SPECS: dict[str, MetricSpec] = {m.name: m for m in (
+    MetricSpec("prefill_tok_s", True, "tok/s"),
+    MetricSpec("decode_tok_s", True, "tok/s"),
+    MetricSpec("ttft_ms", False, "ms"),
+    MetricSpec("tpot_ms_p50", False, "ms"),
+    MetricSpec("tpot_ms_p90", False, "ms"),
+    MetricSpec("tpot_ms_p99", False, "ms"),
+    MetricSpec("weights_bytes", False, "bytes", exact=True),
+    MetricSpec("kv_bytes", False, "bytes", exact=True),
+    MetricSpec("compute_bytes", False, "bytes", exact=True),
+    MetricSpec("rss_peak_bytes", False, "bytes"),
+    MetricSpec("j_per_token_prefill", False, "J/token"),
+    MetricSpec("j_per_token_decode", False, "J/token"),
+)}
+# Checked unless --metrics says otherwise; each only where both sides have it.
+DEFAULT_METRICS = ("prefill_tok_s", "decode_tok_s", "tpot_ms_p50", "weights_bytes", "kv_bytes",
+                   "compute_bytes", "rss_peak_bytes", "j_per_token_prefill", "j_per_token_decode")
+
+
+@dataclass
+class Options:
+    threshold: float = 0.05  # fraction: 0.05 = 5% worse
+    fail_on: dict[str, float] = field(default_factory=dict)  # per-metric thresholds (fractions)
+    alpha: float = 0.05
+    match: tuple[str, ...] = ()  # key fields left out of the join (e.g. "model")
+    metrics: tuple[str, ...] = ()  # () = DEFAULT_METRICS + the --fail-on ones
+    force: bool = False  # compare results from different devices
+
+
+@dataclass
+class Row:
+    key: dict[str, str]
+    label: str
+    metric: str
+    unit: str
+    baseline: float
+    candidate: float
+    ratio: float  # candidate / baseline
+    change: float  # candidate / baseline - 1 (fraction); the metric's direction says if that is better
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    test: str  # mannwhitney | welch | exact | none
+    n_baseline: int
+    n_candidate: int
+    threshold: float
+    verdict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{f"key_{k}": v for k, v in self.key.items()}, "case": self.label, "metric": self.metric,
+                "unit": self.unit, "baseline": self.baseline, "candidate": self.candidate, "ratio": self.ratio,
+                "change": self.change, "ci_low": self.ci_low, "ci_high": self.ci_high, "p_value": self.p_value,
+                "test": self.test, "n_baseline": self.n_baseline, "n_candidate": self.n_candidate,
+                "threshold": self.threshold, "verdict": self.verdict}
+
+
+@dataclass
+class Result:
+    baseline: str
+    candidate: str
+    rows: list[Row]
+    warnings: list[str]
+    options: Options
+
+    @property
+    def regressions(self) -> int:
+        return sum(r.verdict == "regression" for r in self.rows)
+
+    def counts(self) -> dict[str, int]:
+        return {v: sum(r.verdict == v for r in self.rows) for v in VERDICTS}
+
+
+def parse_fraction(text: str, what: str = "--threshold") -> float:
+    """'5%' -> 0.05; '0.05' -> 0.05; '5' -> 0.05 (a bare number >= 1 is read as percent)."""
+    s = str(text).strip()
+    try:
+        v = float(s[:-1]) / 100 if s.endswith("%") else float(s)
+    except ValueError:
+        raise InputError(f"{what} must look like 5% or 0.05, got {text!r}") from None
+    if not s.endswith("%") and v >= 1:
+        v /= 100
+    if not 0 <= v < 10 or math.isnan(v):
+        raise InputError(f"{what} must be a percentage between 0% and 1000%, got {text!r}")
+    return v
+
+
+def parse_fail_on(text: str | None) -> dict[str, float]:
+    """'decode_tok_s:3%,rss_peak_bytes:10%' -> {'decode_tok_s': 0.03, 'rss_peak_bytes': 0.10}."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, sep, thr = part.partition(":")
+        if not sep:
+            raise InputError(f"--fail-on takes METRIC:THRESHOLD pairs like decode_tok_s:3%, got {part!r}")
+        out[metric_spec(name.strip()).name] = parse_fraction(thr, f"--fail-on {name}")
+    return out
+
+
+def metric_spec(name: str) -> MetricSpec:
+    if name in METRIC_SPECS:
+        return METRIC_SPECS[name]
+    raise InputError(f"unknown metric {name!r}; metrics: {', '.join(METRIC_SPECS)}")
+
+
+def check_match(fields: str | None) -> tuple[str, ...]:
+    out = tuple(f.strip() for f in (fields or "").split(",") if f.strip())
+    for f in out:
+        if f not in KEY_FIELDS or f == "device":
+            allowed = ", ".join(k for k in KEY_FIELDS if k != "device")
+            raise InputError(f"--match takes case key fields ({allowed}); use --force for devices, got {f!r}")
+    return out
+
+
+# -- loading ------------------------------------------------------------------------------------
+def num(v: Any) -> float | None:
+    """A number from a store value or CSV text; None for blanks and NaN."""
+    if isinstance(v, bool):
+        return float(v)
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def norm_key(v: Any) -> str:
+    """Key values from the store (ints, bools) and from CSV text compare equal: 512 == '512' == 512.0."""
+    if v is None or isinstance(v, bool):
+        return "" if v is None else str(v)
+    f = num(v)
+    if f is not None:
+        return str(int(f)) if f.is_integer() else repr(f)
+    return "" if str(v).lower() == "nan" else str(v)
+
+
+@dataclass
+class Side:
+    """One side of a comparison: its successful cases' summary rows and, when known, raw samples."""
+
+    name: str
+    rows: list[dict[str, Any]]
+    samples: Any = None  # pandas DataFrame of Sample rows with run_id, case_id; None for summary-only
+    _by_case: dict = field(default_factory=dict, repr=False)
+
+    def devices(self) -> set[str]:
+        return {str(r.get("device")) for r in self.rows}
+
+    def case_samples(self, row: dict[str, Any]):
+        if self.samples is None or not len(self.samples):
+            return None
+        if not self._by_case:
+            self._by_case = {(str(r), int(c)): g for (r, c), g in self.samples.groupby(["run_id", "case_id"])}
+        return self._by_case.get((str(row.get("run_id")), int(num(row.get("case_id")) or 0)))
+
+
+def _side(name: str, rows: list[dict[str, Any]], samples) -> Side:
+    ok = [r for r in rows if str(r.get("status") or "ok") == "ok"]
+    if not ok:
+        raise InputError(f"{name} has no successful case to compare")
+    return Side(name, ok, samples)
+
+
+def _read_samples(path: Path):
+    import pandas as pd
+
+    try:
+        s = pd.read_csv(path, dtype={"run_id": str, "label": str, "phase": str, "metric": str})
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read samples file {path}: {e}") from None
+    missing = {"run_id", "case_id", "rep", "phase", "metric", "value"} - set(s.columns)
+    if missing:
+        raise InputError(f"{path} is not a samples file: no column(s) {', '.join(sorted(missing))}")
+    return s
+
+
+def _from_run_json(run_json: Path, samples_csv: Path, name: str) -> Side:
+    import json
+
+    from edgebench import stats
+
+    try:
+        doc = json.loads(run_json.read_text())
+        run_id, device, cases = doc["run_id"], doc["device"], doc["cases"]
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"cannot read {run_json}: {type(e).__name__}: {e}") from None
+    s = _read_samples(samples_csv)
+    # Summaries are recomputed from the raw samples, exactly as for a run in the store.
+    rows = [stats.summarize_case(run_id, device, c, s[(s["run_id"] == run_id) & (s["case_id"] == c["case_id"])])
+            for c in cases]
+    return _side(name, rows, s)
+
+
+def _from_csv(path: Path, name: str) -> Side:
+    import csv
+
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            rows = list(reader) if "metric" not in header else []
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {path}: {e}") from None
+    if "metric" in header and "value" in header:  # a samples file: its case keys live next to it
+        if (path.parent / "run.json").is_file():
+            return _from_run_json(path.parent / "run.json", path, name)
+        if (path.parent / "summary.csv").is_file():
+            return _side(name, _from_csv(path.parent / "summary.csv", name).rows, _read_samples(path))
+        raise InputError(f"{path} holds raw samples but no case keys: pass its run folder, or keep "
+                         f"run.json or summary.csv next to it")
+    if "case_id" not in header or "device" not in header:
+        raise InputError(f"{path} is neither a summary.csv nor a samples.csv of edgebench")
+    sibling = path.parent / "samples.csv"
+    samples = _read_samples(sibling) if sibling.is_file() and sibling != path else None
+    if samples is not None and not set(samples["run_id"]) & {r.get("run_id") for r in rows}:
+        samples = None  # samples of another run: compare on the summary only
+    return _side(name, rows, samples)
+
+
+def load_side(spec: str, store: str | Path = "reports") -> Side:
+    """A run folder, a summary/samples CSV, or else a run id (or unique prefix, or 'latest') in ``store``."""
+    p = Path(spec)
+    if p.is_dir():
+        if (p / "run.json").is_file() and (p / "samples.csv").is_file():
+            return _from_run_json(p / "run.json", p / "samples.csv", spec)
+        if (p / "summary.csv").is_file():
+            return _from_csv(p / "summary.csv", spec)
+        raise InputError(f"{spec} is not a run folder: it has neither run.json + samples.csv nor summary.csv")
+    if p.is_file():
+        return _from_csv(p, spec)
+    if p.suffix or "/" in spec:
+        raise InputError(f"no such run folder or file: {spec}")
+    from edgebench import stats
+    from edgebench.store import Store
+
+    try:
+        st = Store(store, create=False)
+    except InputError as e:
+        raise InputError(f"{spec!r} is not a folder or file, and there is {e}") from None
+    run = st.get_run(spec)
+    return _side(f"run {run.run_id}", stats.summarize_run(st, run.run_id), st.get_samples(run.run_id))
+
+
+def rep_values(side: Side, row: dict[str, Any]) -> dict[str, "np.ndarray"]:
+    """Per-rep values of each metric of one case, from its raw samples ({} without samples).
+
+    Units as METRIC_SPECS: prefill tok/s = n_prompt / prefill time; decode tok/s = n_gen / the
+    rep's summed step times; tpot percentiles over the rep's steps (ms); buffer sizes (bytes) are
+    one value per case; peak RSS per rep includes the load peak, as the summary's does.
+    """
+    s = side.case_samples(row)
+    if s is None or not len(s):
+        return {}
+    n_prompt, n_gen = num(row.get("n_prompt")) or 0, num(row.get("n_gen")) or 0
+    plain = s[s["rep"] >= 0]
+    out: dict[str, np.ndarray] = {}
+    pre = plain[plain["metric"] == "prefill_ns"].groupby("rep")["value"].sum().to_numpy(dtype=float)
+    if pre.size and n_prompt:
+        out["prefill_tok_s"], out["ttft_ms"] = n_prompt / (pre / 1e9), pre / 1e6
+    steps = plain[plain["metric"] == "decode_step_ns"].groupby("rep")["value"]
+    if steps.ngroups and n_gen:
+        out["decode_tok_s"] = n_gen / (steps.sum().to_numpy(dtype=float) / 1e9)
+        for q in (50, 90, 99):
+            out[f"tpot_ms_p{q}"] = steps.quantile(q / 100).to_numpy(dtype=float) / 1e6
+    load = s[s["phase"] == "load"]
+    for m in ("weights_bytes", "kv_bytes", "compute_bytes"):
+        v = load[load["metric"] == m]
+        if len(v):
+            out[m] = np.array([float(v.groupby("label")["value"].max().sum())])
+    rss = s[s["metric"] == "rss_peak_bytes"]
+    if len(rss):
+        load_peak = float(rss[rss["rep"] < 0]["value"].max()) if (rss["rep"] < 0).any() else 0.0
+        per_rep = rss[rss["rep"] >= 0].groupby("rep")["value"].max().to_numpy(dtype=float)
+        out["rss_peak_bytes"] = np.maximum(per_rep, load_peak) if per_rep.size else np.array([load_peak])
+    out.update(_energy_per_rep(plain, n_prompt, n_gen))
+    return out
+
+
+def _energy_per_rep(plain, n_prompt: float, n_gen: float) -> dict[str, "np.ndarray"]:
+    if not plain["metric"].isin(("energy_j", "power_w")).any():
+        return {}
+    try:
+        from edgebench.energy import summarize_energy
+    except ImportError:  # the telemetry side of the project is optional
+        return {}
+    vals: dict[str, list[float]] = {"j_per_token_prefill": [], "j_per_token_decode": []}
+    for _, rep in plain.groupby("rep"):
+        e = summarize_energy(rep, int(n_prompt), int(n_gen))
+        for k in vals:
+            if num(e.get(k)) is not None:
+                vals[k].append(float(e[k]))
+    return {k: np.array(v) for k, v in vals.items() if v}
+
+
+# -- statistics ---------------------------------------------------------------------------------
+def min_mannwhitney_p(n1: int, n2: int) -> float:
+    """The smallest two-sided p an exact Mann-Whitney U test can give with n1 and n2 values."""
+    return min(1.0, 2.0 / math.comb(n1 + n2, n1)) if n1 and n2 else 1.0
+
+
+def bootstrap_ratio_ci(base: np.ndarray, cand: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Percentile bootstrap CI of mean(cand) / mean(base), resampling reps on each side."""
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    b = base[rng.integers(0, base.size, (BOOTSTRAP_N, base.size))].mean(axis=1)
+    c = cand[rng.integers(0, cand.size, (BOOTSTRAP_N, cand.size))].mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = c / b
+    lo, hi = np.nanpercentile(ratios, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
+def _test(spec: MetricSpec, base: np.ndarray, cand: np.ndarray, alpha: float):
+    """(p, ci_low, ci_high, test name, significant) for one metric of one case."""
+    from scipy import stats as st
+
+    ratio = cand.mean() / base.mean()
+    constant = np.ptp(base) == 0 and np.ptp(cand) == 0
+    if spec.exact or constant:
+        # No noise on either side: the change is exactly what was measured.
+        return None, ratio, ratio, "exact", bool(base.mean() != cand.mean())
+    if base.size < 2 or cand.size < 2:
+        return None, None, None, "none", False
+    p = float(st.mannwhitneyu(base, cand, alternative="two-sided").pvalue)
+    lo, hi = bootstrap_ratio_ci(base, cand, alpha)
+    return p, lo, hi, "mannwhitney", p < alpha and not (lo <= 1.0 <= hi)
+
+
+def _test_from_summary(base: tuple, cand: tuple, alpha: float):
+    """Welch's t-test and a delta-method CI from (mean, std, n) when no raw samples exist."""
+    from scipy import stats as st
+
+    (mb, sb, nb), (mc, sc, nc) = base, cand
+    if sb is None or sc is None or nb < 2 or nc < 2:
+        return None, None, None, "none", False
+    if sb == 0 and sc == 0:
+        return None, mc / mb, mc / mb, "exact", bool(mb != mc)
+    p = float(st.ttest_ind_from_stats(mc, sc, nc, mb, sb, nb, equal_var=False).pvalue)
+    r = mc / mb
+    se = r * math.sqrt((sc ** 2 / nc) / mc ** 2 + (sb ** 2 / nb) / mb ** 2)
+    z = float(st.norm.ppf(1 - alpha / 2))
+    lo, hi = r - z * se, r + z * se
+    return p, lo, hi, "welch", p < alpha and not (lo <= 1.0 <= hi)
+
+
+def _verdict(better: float, threshold: float, significant: bool) -> str:
+    """``better``: the relative change signed so that > 0 is an improvement."""
+    if abs(better) <= threshold:
+        return "ok"
+    if not significant:
+        return "insignificant"
+    return "improved" if better > 0 else "regression"
+
+
+# -- joining ------------------------------------------------------------------------------------
+def _key_fields(opts: Options) -> tuple[str, ...]:
+    drop = set(opts.match) | ({"device"} if opts.force else set())
+    return tuple(k for k in KEY_FIELDS if k not in drop)
+
+
+def _index(side: Side, fields: tuple[str, ...], warnings: list[str]) -> dict[tuple, dict]:
+    out: dict[tuple, dict] = {}
+    for row in side.rows:
+        k = tuple(norm_key(row.get(f)) for f in fields)
+        if k in out:
+            warnings.append(f"{side.name}: case {row.get('case_id')} repeats the key of case "
+                            f"{out[k].get('case_id')}; only the first is compared")
+            continue
+        out[k] = row
+    return out
+
+
+def _no_match_message(base: Side, cand: Side, fields: tuple[str, ...]) -> str:
+    differing = []
+    for f in fields:
+        bv = {norm_key(r.get(f)) for r in base.rows}
+        cv = {norm_key(r.get(f)) for r in cand.rows}
+        if not bv & cv:
+            differing.append(f"{f} ({', '.join(sorted(bv))[:60]} vs {', '.join(sorted(cv))[:60]})")
+    hint = " differing: " + "; ".join(differing) if differing else ""
+    more = " (use --match model to compare two different models)" if any(d.startswith("model ") for d in differing) else ""
+    return f"no case of {base.name} matches a case of {cand.name} on the case key.{hint}{more}"
+
+
+def _label(key: dict[str, str], varying: set[str], bmodel: str, cmodel: str) -> str:
+    model = bmodel if bmodel == cmodel else f"{bmodel} -> {cmodel}"
+    parts = [model, key.get("quant", "")]
+    short = {"n_threads": "t", "n_prompt": "p", "n_gen": "n", "depth": "d", "n_ctx": "ctx", "n_gpu_layers": "ngl",
+             "n_batch": "b", "n_ubatch": "ub", "flash_attn": "fa", "cache_type_k": "ctk", "cache_type_v": "ctv"}
+    for f in key:
+        if f in varying and f not in ("model", "quant"):
+            parts.append(f"{short.get(f, f)}={key[f]}")
+    return " ".join(p for p in parts if p)
+
+
+def compare(baseline: str, candidate: str, store: str | Path = "reports", opts: Options | None = None) -> Result:
+    """Compare two sides (run ids in ``store``, run folders or CSV files). Raises InputError for
+    unknown inputs, different devices (unless ``opts.force``) and when no case matches."""
+    opts = opts or Options()
+    base, cand = load_side(baseline, store), load_side(candidate, store)
+    warnings: list[str] = []
+    bdev, cdev = base.devices(), cand.devices()
+    if bdev != cdev and not opts.force:
+        raise InputError(f"{base.name} ran on {', '.join(sorted(bdev))} but {cand.name} on "
+                         f"{', '.join(sorted(cdev))}: results from different devices are not comparable "
+                         f"(use --force to compare anyway)")
+    fields = _key_fields(opts)
+    bidx, cidx = _index(base, fields, warnings), _index(cand, fields, warnings)
+    common = [k for k in bidx if k in cidx]
+    if not common:
+        raise InputError(_no_match_message(base, cand, fields))
+    for side, idx in ((base, bidx), (cand, cidx)):
+        missing = len(idx) - len(common)
+        if missing:
+            warnings.append(f"{missing} case(s) of {side.name} have no match on the other side and are not compared")
+    varying = {f for i, f in enumerate(fields) if len({k[i] for k in common}) > 1}
+    names = opts.metrics or tuple(dict.fromkeys(DEFAULT_METRICS + tuple(opts.fail_on)))
+    specs = [metric_spec(m) for m in names]
+    rows: list[Row] = []
+    few_reps: set[tuple[int, int]] = set()
+    for k in common:
+        brow, crow = bidx[k], cidx[k]
+        key = dict(zip(fields, k))
+        label = _label(key, varying, str(brow.get("model")), str(crow.get("model")))
+        bvals, cvals = rep_values(base, brow), rep_values(cand, crow)
+        for spec in specs:
+            row = _compare_metric(spec, key, label, brow, crow, bvals, cvals, opts, few_reps)
+            if row is not None:
+                rows.append(row)
+    for nb, nc in sorted(few_reps):
+        warnings.append(f"with {nb} vs {nc} reps the smallest p a Mann-Whitney test can give is "
+                        f"{min_mannwhitney_p(nb, nc):.2f} >= alpha {opts.alpha:g}: no change can be shown to be "
+                        f"significant; measure with -r 5 or more")
+    if not rows:
+        raise InputError(f"no metric to compare: none of {', '.join(names)} is present on both sides")
+    return Result(base.name, cand.name, rows, warnings, opts)
+
+
+def _compare_metric(spec: MetricSpec, key, label, brow, crow, bvals, cvals, opts: Options,
+                    few_reps: set) -> Row | None:
+    thr = opts.fail_on.get(spec.name, opts.threshold)
+    b, c = bvals.get(spec.name), cvals.get(spec.name)
+    if b is not None and c is not None and b.size and c.size:
+        if b.mean() == 0:
+            return None
+        p, lo, hi, test, significant = _test(spec, b, c, opts.alpha)
+        if test == "mannwhitney" and min_mannwhitney_p(b.size, c.size) >= opts.alpha:
+            few_reps.add((b.size, c.size))
+        bm, cm, nb, nc = float(b.mean()), float(c.mean()), b.size, c.size
+    else:  # summary rows only (no raw samples on one side)
+        bm, cm = num(brow.get(spec.name)), num(crow.get(spec.name))
+        if bm is None or cm is None or bm == 0:
+            return None
+        nb, nc = int(num(brow.get("reps")) or 0), int(num(crow.get("reps")) or 0)
+        bs, cs = num(brow.get(f"{spec.name}_std")), num(crow.get(f"{spec.name}_std"))
+        if spec.exact:
+            p, lo, hi, test, significant = None, cm / bm, cm / bm, "exact", bm != cm
+        else:
+            p, lo, hi, test, significant = _test_from_summary((bm, bs, nb), (cm, cs, nc), opts.alpha)
+    ratio = cm / bm
+    better = (ratio - 1) if spec.higher_is_better else (1 - ratio)
+    return Row(key, label, spec.name, spec.unit, bm, cm, ratio, ratio - 1, lo, hi, p, test, nb, nc, thr,
+               _verdict(better, thr, significant))
+
+
+# -- output -------------------------------------------------------------------------------------
+FORMATS = ("table", "md", "json", "csv")
+_COLUMNS = ("case", "metric", "baseline", "candidate", "ratio", "change", "CI", "p", "verdict")
+_COLOR = {"regression": "bold red", "improved": "green", "insignificant": "yellow", "ok": ""}
+
+
+def _fmt_value(v: float, unit: str) -> str:
+    if unit == "bytes":
+        return f"{v / 2**20:,.1f} MiB"
+    if unit == "tok/s":
+        return f"{v:,.1f}" if v >= 100 else f"{v:.2f}"
+    if unit == "ms":
+        return f"{v:.2f} ms" if v >= 1 else f"{v:.3f} ms"
+    return f"{v:.3g} {unit}"
+
+
+def _cells(r: Row) -> list[str]:
+    ci = "-" if r.ci_low is None else f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"
+    p = {"exact": "exact", "none": "n/a"}.get(r.test) or (f"{r.p_value:.3f}" if r.p_value >= 0.001 else f"{r.p_value:.1e}")
+    return [r.label, r.metric, _fmt_value(r.baseline, r.unit), _fmt_value(r.candidate, r.unit), f"{r.ratio:.3f}",
+            f"{r.change:+.1%}", ci, p, r.verdict]
+
+
+def summary_line(res: Result) -> str:
+    c = res.counts()
+    thr = f"threshold {res.options.threshold:.0%}" + (
+        "".join(f", {k} {v:.0%}" for k, v in res.options.fail_on.items()))
+    return (f"{c['regression']} regression(s), {c['improved']} improved, {c['insignificant']} insignificant, "
+            f"{c['ok']} ok ({thr}; alpha {res.options.alpha:g}; tok/s: higher is better; ms, bytes, J: lower)")
+
+
+def render(res: Result, fmt: str) -> str:
+    """The comparison as Markdown, JSON or CSV text ('table' is drawn by print_table)."""
+    if fmt == "json":
+        import json
+
+        doc = {"baseline": res.baseline, "candidate": res.candidate, "counts": res.counts(),
+               "regressions": res.regressions, "warnings": res.warnings, "rows": [r.to_dict() for r in res.rows]}
+        return json.dumps(doc, indent=2) + "\n"
+    if fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        dicts = [r.to_dict() for r in res.rows]
+        w = csv.DictWriter(buf, fieldnames=list(dicts[0]))
+        w.writeheader()
+        w.writerows(dicts)
+        return buf.getvalue()
+    lines = [f"**{res.baseline}** (baseline) vs **{res.candidate}** (candidate)", "",
+             "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    for r in res.rows:
+        cells = [c.replace("|", "\\|") for c in _cells(r)]
+        cells[-1] = f"**{cells[-1]}**" if r.verdict == "regression" else cells[-1]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", summary_line(res)] + [f"- warning: {w}" for w in res.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(res: Result, console=None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"{escape(res.baseline)} (baseline) vs {escape(res.candidate)} (candidate)")
+    for c in _COLUMNS:
+        table.add_column(c, justify="left" if c in ("case", "metric", "verdict") else "right")
+    for r in res.rows:
+        cells = [escape(c) for c in _cells(r)]
+        if _COLOR[r.verdict]:
+            cells[-1] = f"[{_COLOR[r.verdict]}]{cells[-1]}[/]"
+        table.add_row(*cells)
+    console.print(table)
+    console.print(summary_line(res))

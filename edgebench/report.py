@@ -1,0 +1,303 @@
+"""A report of one or more stored runs: summary.csv, PNG figures, a self-contained index.html
+(figures embedded as data URIs, CSS inline, no scripts) and report.md (figures as files).
+
+Sections appear only when their data is there: a sweep over prompt lengths gives the TTFT figure,
+op samples give the op shares, power samples the energy, a device profile with a memory bandwidth
+the decode roofline. Reads the store only; never imports a backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from edgebench import export, plots, stats
+from edgebench.records import KEY_FIELDS, SUMMARY_COLUMNS
+
+# Section id -> (title, what it shows and how to read it).
+SECTIONS: dict[str, tuple[str, str]] = {
+    "throughput": ("Throughput vs bits per weight",
+                   "Prefill and decode tokens per second at each quantization level, one line per model / backend / "
+                   "device. Decode on edge devices is usually memory-bound, so fewer bits per weight should mean more "
+                   "tokens per second."),
+    "prompt": ("Time to first token vs prompt length", "TTFT (one prefill over the whole prompt) and prefill throughput."),
+    "depth": ("Decode vs context depth", "Decode throughput and median per-token latency with tokens already in the KV cache."),
+    "latency": ("Per-token latency", "Percentiles of every timed decode step of every rep: a long p99 tail means jitter."),
+    "memory": ("Memory", "What the runtime allocated: weights, KV cache (for the whole context) and compute buffers; the "
+                         "black mark is the worker's peak resident memory. The label gives the KV cache's share."),
+    "kv_share": ("KV cache share vs context", "How the KV cache grows with the context size, in bytes and as a share of "
+                                              "weights + KV + compute."),
+    "ops": ("Op time shares", "Time per op class from the ops profiler's own reps (never mixed into the throughput "
+                              "numbers). mul_mat_vec is a matrix-vector product: the decode bottleneck."),
+    "energy": ("Energy per token", "Energy integrated over each phase window, divided by the tokens of the phase."),
+    "roofline": ("Decode roofline", "Each decode step reads every weight once plus the KV cache so far, so memory bandwidth "
+                                    "bounds decode at bandwidth / bytes per token. The percentage is how close the run came."),
+}
+
+# (column, header, format) of the summary table; key columns that never vary go to the header line.
+TABLE: tuple[tuple[str, str, str], ...] = (
+    ("run_id", "run", ""), ("device", "device", ""), ("model", "model", ""), ("backend", "backend", ""),
+    ("quant", "quant", ""), ("bpw", "bpw", "{:.2f}"), ("n_threads", "t", ""), ("n_gpu_layers", "ngl", ""),
+    ("n_prompt", "p", ""), ("n_gen", "n", ""), ("depth", "d", ""), ("n_ctx", "ctx", ""),
+    ("prefill_tok_s", "prefill tok/s", "num"), ("prefill_tok_s_std", "±", "num"), ("ttft_ms", "TTFT ms", "num"),
+    ("decode_tok_s", "decode tok/s", "num"), ("decode_tok_s_std", "±", "num"), ("tpot_ms_p50", "TPOT p50 ms", "num"),
+    ("tpot_ms_p99", "p99 ms", "num"), ("weights_bytes", "weights MiB", "mib"), ("kv_bytes", "KV MiB", "mib"),
+    ("compute_bytes", "compute MiB", "mib"), ("kv_share", "KV share", "{:.1%}"), ("rss_peak_bytes", "peak RSS MiB", "mib"),
+    ("j_per_token_decode", "decode mJ/tok", "mj"), ("roof_pct", "% of BW bound", "{:.0%}"), ("status", "status", ""),
+)
+ALWAYS = {"model", "quant", "status"}
+
+
+def _cell(v: Any, fmt: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    try:
+        if fmt == "mib":
+            return f"{v / 2**20:,.1f}"
+        if fmt == "mj":
+            return f"{v * 1e3:.3g}"
+        if fmt == "num":
+            return plots.fmt_num(float(v))
+        if fmt:
+            return fmt.format(v)
+    except (TypeError, ValueError):
+        pass
+    return plots.fmt_value(v)
+
+
+# -- data ---------------------------------------------------------------------------------------
+def _bandwidth_gbs(run, cache: dict[tuple, float | None]) -> float | None:
+    """Peak DRAM bandwidth (GB/s) of the run's device, in its recorded power mode when known."""
+    mode = (run.env or {}).get("nvpmodel_mode")
+    if (run.device, mode) not in cache:
+        try:
+            from edgebench.devices import get_profile
+
+            profile = get_profile(run.device)
+            by_mode = getattr(profile, "bandwidth_gbs", None)
+            cache[run.device, mode] = by_mode(mode) if callable(by_mode) else profile.mem_bandwidth_gbs
+        except Exception:  # an unknown device (or none installed): no roofline for it, the rest stands
+            cache[run.device, mode] = None
+    return cache[run.device, mode]
+
+
+def _roofline(row: dict[str, Any], bw_gbs: float | None) -> dict[str, Any]:
+    weights = row.get("weights_bytes") or row.get("model_bytes")
+    if not bw_gbs or not weights or not row.get("decode_tok_s"):
+        return {}
+    kv = row.get("kv_used_bytes") or 0.0
+    end = (row.get("depth") or 0) + row["n_prompt"] + row["n_gen"]
+    # kv_used_bytes is the cache after the last step; the average step reads it about half-way.
+    kv_read = kv * ((row.get("depth") or 0) + row["n_prompt"] + row["n_gen"] / 2) / end if end else kv
+    per_token = float(weights) + kv_read
+    bound = bw_gbs * 1e9 / per_token
+    return {"mem_bandwidth_gbs": bw_gbs, "bytes_per_token": per_token, "bound_tok_s": bound,
+            "roof_pct": row["decode_tok_s"] / bound}
+
+
+def _extras(s, row: dict[str, Any], notes: set[str]) -> dict[str, Any]:
+    """Op shares and energy from a case's raw samples, via the modules that own those numbers."""
+    out: dict[str, Any] = {"op_shares": {}}
+    if (s["metric"] == "op_ns").any():
+        try:
+            from edgebench.opstats import class_shares, ops_summary
+
+            out["op_shares"] = class_shares(s, corrected=True) or {}
+            out.update(ops_summary(s) or {})
+        except ImportError:
+            notes.add("op samples are stored but edgebench.opstats is not installed: op shares are not shown")
+    if s["metric"].isin(("energy_j", "power_w")).any():
+        try:
+            from edgebench.energy import summarize_energy
+
+            out.update(summarize_energy(s, int(row["n_prompt"]), int(row["n_gen"])) or {})
+        except ImportError:
+            notes.add("power samples are stored but edgebench.energy is not installed: energy is not shown")
+    return out
+
+
+def collect(store, run_ids: list[str]):
+    """(runs, case table as a DataFrame, notes): summary rows of every case plus derived columns."""
+    import pandas as pd
+
+    runs, rows, notes, bw = [], [], set(), {}
+    for rid in run_ids:
+        run = store.get_run(rid)
+        runs.append(run)
+        samples = store.get_samples(run.run_id)
+        for case in store.get_cases(run.run_id):
+            s = samples[samples["case_id"] == case["case_id"]]
+            row = stats.summarize_case(run.run_id, run.device, case, s)
+            if row.get("status") == "ok":
+                row.update(_extras(s, row, notes))
+                row.update(_roofline(row, _bandwidth_gbs(run, bw)))
+                if row.get("throttled"):
+                    notes.add(f"run {run.run_id} case {row['case_id']} ({row.get('model')} {row.get('quant')}) was "
+                              f"throttled while measured: its numbers understate the device")
+            rows.append(row)
+    # a run interrupted before its first case still gets a (nearly empty) report
+    return runs, pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(SUMMARY_COLUMNS)), sorted(notes)
+
+
+# -- output -------------------------------------------------------------------------------------
+def _table_columns(df) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Columns worth a table column, and 'field value' facts that are the same for every case."""
+    cols, constant = [], []
+    for col, head, fmt in TABLE:
+        if col not in df or not df[col].notna().any():
+            continue
+        if col in KEY_FIELDS + ("run_id",) and col not in ALWAYS and df[col].astype(str).nunique() == 1:
+            constant.append(f"{head} {plots.fmt_value(df[col].iloc[0])}")
+            continue
+        cols.append((col, head, fmt))
+    return cols, constant
+
+
+def _figures(df, fig_dir: Path) -> dict[str, Path]:
+    ok = df[df["status"] == "ok"].reset_index(drop=True) if "status" in df else df
+    out = {}
+    if ok.empty:
+        return out
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for sid, make in plots.FIGURES:
+        fig = make(ok)
+        if fig is not None:
+            path = fig_dir / f"{sid}.png"
+            fig.savefig(path, dpi=110)
+            out[sid] = path
+    return out
+
+
+def _md(s: Any) -> str:
+    """Text for Markdown: renderers pass raw HTML through, so '<' and '&' are escaped too."""
+    return html.escape(str(s), quote=False).replace("|", "\\|")
+
+
+_CSS = """
+body{font:15px/1.5 -apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;color:#222;margin:0;background:#fafafa}
+main{max-width:1140px;margin:0 auto;padding:24px 32px;background:#fff}
+h1{font-size:26px;margin:0 0 4px} h2{font-size:19px;margin:32px 0 6px;border-bottom:1px solid #ddd;padding-bottom:4px}
+p.lead{color:#555;margin:4px 0 12px} .facts{color:#444;font-size:13px}
+img{max-width:100%;height:auto;display:block;margin:8px 0}
+table{border-collapse:collapse;font-size:12.5px;margin:8px 0;display:block;overflow-x:auto}
+th,td{padding:3px 8px;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
+th{background:#f0f3f7;position:sticky;top:0} td.t,th.t{text-align:left}
+.failed{color:#b00020} .warn{background:#fff6e0;border-left:4px solid #f0a000;padding:6px 10px;margin:6px 0;font-size:13px}
+.warn ul{margin:4px 0;padding-left:20px}
+nav a{margin-right:12px;font-size:13px}
+"""
+
+
+def _html_table(df, cols) -> str:
+    head = "".join(f'<th class="{"t" if not f else ""}">{html.escape(h)}</th>' for _, h, f in cols)
+    body = []
+    for _, r in df.iterrows():
+        tds = "".join(f'<td class="{"t" if not f else ""}">{html.escape(_cell(r.get(c), f))}</td>' for c, _, f in cols)
+        body.append(f'<tr class="{"failed" if r.get("status") == "failed" else ""}">{tds}</tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _md_table(df, cols) -> str:
+    lines = ["| " + " | ".join(_md(h) for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_md(_cell(r.get(c), f)) for c, _, f in cols) + " |" for _, r in df.iterrows()]
+    return "\n".join(lines)
+
+
+def _roof_table(df):
+    df = df[df["roof_pct"].notna()]
+    df = df.assign(case=plots.labels(df, always=("model", "quant")))
+    cols = [("case", "case", ""), ("bytes_per_token", "MiB read / token", "mib"),
+            ("mem_bandwidth_gbs", "bandwidth GB/s", "{:g}"), ("bound_tok_s", "bound tok/s", "num"),
+            ("decode_tok_s", "achieved tok/s", "num"), ("roof_pct", "% of bound", "{:.0%}")]
+    return df, cols
+
+
+def _extra_lead(sid: str, df) -> str:
+    """A data-dependent sentence for a section (e.g. what profiling cost)."""
+    if sid == "ops" and "ops_overhead_pct" in df and df["ops_overhead_pct"].notna().any():
+        lo, hi = df["ops_overhead_pct"].min(), df["ops_overhead_pct"].max()
+        span = f"{lo:+.0f}%" if round(lo) == round(hi) else f"{lo:+.0f}% to {hi:+.0f}%"
+        return (f"Tracing changed the profiled reps' wall time by {span} against the plain reps; shares are "
+                f"corrected for the per-node launch cost.")
+    if sid == "energy" and "throttled" in df and (df["throttled"] == True).any():  # noqa: E712 (None/NaN are not True)
+        return "Some cases were throttled while measured (see the warnings)."
+    return ""
+
+
+def _runs_facts(runs, df) -> list[str]:
+    out = []
+    for run in runs:
+        cases = df[df["run_id"] == run.run_id]
+        ok = int((cases["status"] == "ok").sum()) if len(cases) else 0
+        env = run.env or {}
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created_at))
+        bits = [f"run {run.run_id}", f"device {run.device}", when, f"{run.status}", f"{ok}/{len(cases)} cases ok"]
+        bits += [f"{k} {env[k]}" for k in ("cpu_model", "os", "edgebench") if env.get(k)]
+        out.append(" · ".join(str(b) for b in bits))
+    return out
+
+
+def write_report(store, run_ids: list[str], out_dir: Path) -> Path:
+    """Write summary.csv, figures/*.png, index.html and report.md into ``out_dir``; returns the
+    path of index.html. Blocks while matplotlib draws (about a second per figure)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs, df, notes = collect(store, run_ids)
+    rows = [{k: v for k, v in r.items() if k != "op_shares"} for r in df.to_dict("records")]
+    export.write_csv(out_dir / "summary.csv", [{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                                for k, v in r.items()} for r in rows])
+    figs = _figures(df, out_dir / "figures")
+    cols, constant = _table_columns(df)
+    warnings = stats.cv_warnings(df[df["status"] == "ok"].to_dict("records")) + notes if len(df) else notes
+    failed = [f"run {r['run_id']} case {r['case_id']} ({_cell(r.get('model'), '')} {_cell(r.get('quant'), '')}): "
+              f"{r.get('error')}" for r in df.to_dict("records") if r.get("status") == "failed"]
+    title = "edgebench report: " + ", ".join(sorted({str(r.run_id) for r in runs}))
+    sections = [(sid, *SECTIONS[sid], figs[sid]) for sid, _ in plots.FIGURES if sid in figs]
+    _write_html(out_dir / "index.html", title, runs, df, cols, constant, warnings, failed, sections)
+    _write_md(out_dir / "report.md", title, runs, df, cols, constant, warnings, failed, sections)
+    return out_dir / "index.html"
+
+
+def _write_html(path, title, runs, df, cols, constant, warnings, failed, sections) -> None:
+    e = html.escape
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
+             f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{_CSS}</style></head><body><main>",
+             f"<h1>{e(title)}</h1>"]
+    parts += [f"<p class='facts'>{e(f)}</p>" for f in _runs_facts(runs, df)]
+    if sections:
+        parts.append("<nav>" + "".join(f"<a href='#{sid}'>{e(t)}</a>" for sid, t, _, _ in sections)
+                     + "<a href='#summary'>Summary table</a></nav>")
+    parts += [f"<div class='warn failed'>failed: {e(f)}</div>" for f in failed]
+    if warnings:  # one box: a noisy sweep can warn about every case
+        items = "".join(f"<li>{e(w)}</li>" for w in warnings)
+        parts.append(f"<details class='warn'{' open' if len(warnings) <= 3 else ''}><summary>{len(warnings)} "
+                     f"warning(s)</summary><ul>{items}</ul></details>")
+    for sid, t, lead, png in sections:
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        lead = f"{lead} {_extra_lead(sid, df)}".strip()
+        parts.append(f"<section id='{sid}'><h2>{e(t)}</h2><p class='lead'>{e(lead)}</p>"
+                     f"<img alt='{e(t)}' src='data:image/png;base64,{data}'>")
+        if sid == "roofline":
+            parts.append(_html_table(*_roof_table(df)))
+        parts.append("</section>")
+    parts.append("<section id='summary'><h2>Summary table</h2>")
+    if constant:
+        parts.append(f"<p class='lead'>Every case: {e(', '.join(constant))}.</p>")
+    parts.append(_html_table(df, cols) + "</section></main></body></html>")
+    path.write_text("\n".join(parts), encoding="utf-8")
+
+
+def _write_md(path, title, runs, df, cols, constant, warnings, failed, sections) -> None:
+    lines = [f"# {_md(title)}", ""] + [f"- {_md(f)}" for f in _runs_facts(runs, df)] + [""]
+    lines += [f"> **warning:** {_md(w)}\n" for w in warnings] + [f"> **failed:** {_md(f)}\n" for f in failed]
+    for sid, t, lead, png in sections:
+        lines += [f"## {t}", "", _md(f"{lead} {_extra_lead(sid, df)}".strip()), "", f"![{t}](figures/{png.name})", ""]
+        if sid == "roofline":
+            lines += [_md_table(*_roof_table(df)), ""]
+    lines += ["## Summary table", ""] + ([f"Every case: {_md(', '.join(constant))}.", ""] if constant else [])
+    lines += [_md_table(df, cols), ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
