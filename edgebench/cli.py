@@ -209,6 +209,61 @@ def compare(
     raise typer.Exit(EXIT_REGRESSION if res.regressions else EXIT_OK)
 
 
+devices_app = typer.Typer(help="Device profiles: what a device is and what a fair run needs.", pretty_exceptions_enable=False)
+app.add_typer(devices_app, name="devices")
+
+
+@devices_app.command("list")
+def devices_list() -> None:
+    """Known device profiles."""
+    from edgebench import views
+
+    views.print_devices()
+
+
+@devices_app.command("show")
+def devices_show(name: str = typer.Argument(..., help="Profile name or alias, e.g. jetson-orin.")) -> None:
+    """One profile with its numbers and their sources."""
+    from edgebench import views
+
+    views.print_device(name)
+
+
+@devices_app.command("detect")
+def devices_detect() -> None:
+    """What this machine is, and the evidence."""
+    from edgebench import views
+
+    views.print_detect()
+
+
+@app.command()
+def memory(
+    model: str = typer.Argument(..., help="A .gguf file or a preset name."),
+    ctx: str = typer.Option("2048,32768,131072", "--ctx", help="Context sizes (comma list)."),
+    cache_type: str = typer.Option("f16", "--cache-type", "-ct", help="KV cache types (comma list): f16, q8_0, q4_0..."),
+    quant: str = typer.Option("Q4_K_M", "--quant", "-q", help="Quant level for an unbuilt preset (nominal bits per weight)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Check the fit against this device profile ('auto' for this machine)."),
+    ubatch: int = typer.Option(512, "-ub", "--ubatch", help="Physical batch (sizes the compute buffer)."),
+    flash_attn: bool = typer.Option(True, "--flash-attn/--no-flash-attn", help="Without flash attention the KQ matrix grows with context."),
+) -> None:
+    """Project weights / KV cache / compute memory per context without running anything."""
+    from edgebench import views
+    from edgebench.records import CACHE_TYPES
+    from edgebench.spec import parse_list
+
+    ctxs = parse_list(ctx, int, "ctx")
+    if not ctxs or min(ctxs) < 1:
+        raise InputError(f"--ctx must list positive sizes, got {ctx!r}")
+    types = parse_list(cache_type, str, "cache_type")
+    bad = [t for t in types if t not in CACHE_TYPES]
+    if bad:
+        raise InputError(f"unknown cache type {bad[0]!r}; valid: {', '.join(CACHE_TYPES)}")
+    if ubatch < 1:
+        raise InputError(f"--ubatch must be >= 1, got {ubatch}")
+    views.print_memory_projection(model, list(ctxs), list(types), quant, device, ubatch, flash_attn)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit code (so tests can call it in-process)."""
     try:  # typer >= 0.29 vendors click; older typer uses click itself

@@ -102,10 +102,14 @@ def shapes_from_gguf(path: str) -> Shapes:
 
 
 def shapes_from_preset(name: str, quant: str) -> Shapes:
+    """A preset's shapes; weights from its built file when the cache has one, else nominal bpw."""
     from edgebench.presets import get_preset
-    from edgebench.synth import preset_n_params
+    from edgebench.synth import check_quant, models_dir, preset_n_params
 
     p = get_preset(name)
+    built = models_dir() / f"{p.name}-{check_quant(quant)}.gguf"
+    if built.exists():
+        return shapes_from_gguf(str(built))
     n_params = preset_n_params(p)
     bpw = NOMINAL_BPW.get(quant.upper())
     if bpw is None:

@@ -186,3 +186,42 @@ def print_memory_projection(model: str, ctxs: list[int], cache_types: list[str],
                       f"{r['compute_bytes'] / gib:.3f}", f"{r['total_bytes'] / gib:.3f}", f"{r['kv_share']:.1%}", fits)
     Console().print(table)
     return rows
+
+
+def print_devices() -> None:
+    from edgebench.devices import load_profiles
+
+    table = Table(title="device profiles (devices/*.toml); `edgebench devices show NAME` for details and sources")
+    for h in ("name", "aliases", "memory GiB", "GB/s"):
+        table.add_column(h, no_wrap=True)
+    for p in load_profiles().values():
+        table.add_row(p.name, ", ".join(p.aliases), f"{p.memory_bytes / 2**30:.0f}" if p.memory_bytes else "this machine's",
+                      f"{p.mem_bandwidth_gbs:g}" if p.mem_bandwidth_gbs else "-")
+    Console(width=max(100, Console().width)).print(table)
+
+
+def print_device(name: str) -> None:
+    import dataclasses
+
+    from edgebench.devices import get_profile
+
+    p = get_profile(name)
+    c = Console()
+    c.print(f"[bold]{p.name}[/bold]: {p.description}")
+    for f in dataclasses.fields(p):
+        v = getattr(p, f.name)
+        if f.name in ("name", "description", "sources", "path") or v in (None, {}, ()):
+            continue
+        c.print(f"  {f.name:18} {json.dumps(v, default=str) if isinstance(v, (dict, list, tuple)) else v}")
+    if p.sources:
+        c.print("  sources:")
+        for k, v in p.sources.items():
+            c.print(f"    {k}: {v}")
+
+
+def print_detect() -> None:
+    from edgebench.devices import describe_evidence, detect, probe
+
+    ev = probe()
+    prof = detect(ev)
+    Console().print(f"this machine is [bold]{prof.name}[/bold] ({describe_evidence(ev)})")

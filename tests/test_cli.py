@@ -142,3 +142,39 @@ def test_ctrl_c_keeps_finished_cases_and_resume_finishes(tmp_path):
     cases = store.get_cases(run.run_id)
     assert [c["status"] for c in cases] == ["ok", "ok"]
     assert store.get_run(run.run_id).status == "complete"
+
+
+def test_memory_projection_and_devices_commands(capsys, tiny_gguf):
+    code, out, err = run_cli(capsys, "memory", tiny_gguf["F16"], "--ctx", "256,4096", "--cache-type", "f16,q8_0",
+                             "--device", "jetson-orin")
+    assert code == 0, err
+    assert "jetson-orin-nx-16gb" in out and "4096" in out and "q8_0" in out
+    code, out, _ = run_cli(capsys, "memory", "qwen2-0.5b", "--ctx", "131072", "-q", "Q4_K_M")
+    assert code == 0 and "131072" in out and "nominal bpw" in out
+    code, out, _ = run_cli(capsys, "devices", "detect")
+    assert code == 0 and "generic-x86-64" in out
+    code, out, _ = run_cli(capsys, "devices", "show", "jetson-orin")
+    assert code == 0 and "102.4" in out and "sources" in out
+    code, out, _ = run_cli(capsys, "devices", "list")
+    assert code == 0 and "raspberry-pi-5" in out
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["memory", "smollm-135m", "--ctx", "0"], "--ctx must list positive sizes"),
+    (["memory", "smollm-135m", "--cache-type", "q3_x"], "unknown cache type"),
+    (["memory", "nothing.bin"], "neither a .gguf file nor a preset"),
+    (["devices", "show", "nope"], "unknown device"),
+    (["run", "-m", "x.fake", "--device", "jetson-orin"], "this machine is not jetson-orin-nx-16gb: detected generic-x86-64"),
+])
+def test_more_bad_inputs(capsys, tmp_path, args, expected):
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_no_verify_runs_anyway_and_says_unverified(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "run", "-m", fake(tmp_path), *SMALL, "--device", "jetson-orin", "--no-verify", "-o", out)
+    assert code == 0 and "unverified" in err
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    env = json.loads((run_dir / "run.json").read_text())["environment"]
+    assert env["device"] == "jetson-orin-nx-16gb" and env["device_verified"] is False
