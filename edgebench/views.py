@@ -62,13 +62,14 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, title: str = "") -> None:
         table = Table(title=title or None)
         cols = [c for c in TABLE_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
         for _, h, _ in cols:
-            table.add_column(h, justify="right" if h not in ("model", "backend", "quant", "status") else "left")
+            text = h in ("model", "backend", "quant", "status")
+            table.add_column(h, justify="left" if text else "right", no_wrap=text)
         for r in rows:
             cells = [_cell(r.get(k), f) for k, _, f in cols]
             if r.get("status") == "failed":
                 cells[-1] = "[red]failed[/red]"
             table.add_row(*cells)
-        console = Console(width=max(160, Console().width))
+        console = Console(width=max(180, Console().width))
         console.print(table)
         for r in rows:
             if r.get("status") == "failed":
