@@ -66,4 +66,21 @@ def export_run(store: Store, run_id: str, run_dir: Path) -> list[dict[str, Any]]
     tmp = run_dir / "samples.csv.tmp"
     samples.to_csv(tmp, index=False, columns=list(SAMPLE_COLUMNS))
     tmp.replace(run_dir / "samples.csv")
+    ops = ops_rows(rows, samples)
+    if ops:
+        write_csv(run_dir / "ops.csv", ops, columns=tuple(ops[0]))
     return rows
+
+
+def ops_rows(rows: list[dict[str, Any]], samples) -> list[dict[str, Any]]:
+    """Per-op time and share rows of every case the ops profiler ran on (ops.csv)."""
+    if not (samples["metric"] == "op_ns").any():
+        return []
+    from edgebench.opstats import ops_csv_rows
+
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        s = samples[samples["case_id"] == r["case_id"]]
+        if (s["metric"] == "op_ns").any():
+            out.extend(ops_csv_rows(r, s))
+    return out

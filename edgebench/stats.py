@@ -95,6 +95,10 @@ def summarize_case(run_id: str, device: str, case: dict[str, Any], s) -> dict[st
     row.update(memory_summary(s, model_info))
     for extra in info.get("summary_extra", {}).items():  # e.g. ops shares added by a profiler
         row.setdefault(*extra)
+    if (s["metric"] == "op_ns").any():  # the ops profiler ran: shares computed on read
+        from edgebench.opstats import ops_summary
+
+        row.update(ops_summary(s))
     if (s["metric"] == "energy_j").any() or (s["metric"] == "temp_c").any():  # telemetry ran
         from edgebench.energy import summarize_energy
 

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-from edgebench.backends.base import Backend, MemoryInfo, ModelInfo
+from edgebench.backends.base import Backend, MemoryInfo, ModelInfo, OpEvent, OpTracer
 from edgebench.errors import InputError
 from edgebench.records import Case
 
@@ -66,7 +66,7 @@ class _LogCapture:
         return self.lines[start:]
 
 
-class LlamaCppBackend(Backend):
+class LlamaCppBackend(Backend, OpTracer):
     name: ClassVar[str] = "llama-cpp"
     capabilities: ClassVar[frozenset[str]] = frozenset({"kv_bytes", "gpu_offload", "ops"})
     suffixes: ClassVar[tuple[str, ...]] = (".gguf",)
@@ -85,6 +85,9 @@ class LlamaCppBackend(Backend):
         self._mem: dict[str, dict[str, int]] = {}
         self._one = (llama_cpp.llama_token * 1)()
         self._n_vocab = 0
+        self._tracer = None  # ggml_ctypes.NodeTracer while ops tracing is on (owns the callback)
+        self._probe = None  # ggml_ctypes.LaunchProbe, idem
+        self._traced_phase = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self, case: Case) -> ModelInfo:
@@ -178,6 +181,49 @@ class LlamaCppBackend(Backend):
         if rc != 0:
             raise RuntimeError(f"llama_decode failed with {rc} (decode step)")
         ll.llama_synchronize(self.ctx)
+
+    # -- op tracing (OpTracer; used by the ops profiler only, never in the plain timing reps) --
+    def ops_begin(self) -> None:
+        """Rebuild the context with the scheduler's eval callback (ggml_ctypes.NodeTracer; the KV
+        cache is then empty) and warm it up untraced. Blocks."""
+        from edgebench.backends.ggml_ctypes import GgmlLib, LaunchProbe, NodeTracer
+
+        tracer = NodeTracer(GgmlLib(), self._ll.ggml_backend_sched_eval_callback)
+        probe = LaunchProbe(tracer, self.case.n_threads)
+        try:
+            self._swap_context(tracer.callback)
+        except BaseException:
+            probe.close()
+            raise
+        # The tracer keeps the CFUNCTYPE object alive as long as the context may call it.
+        self._tracer, self._probe, self._traced_phase = tracer, probe, ""
+        # First computes on a fresh context touch its compute buffers: keep that out of the trace.
+        n = min(self.case.n_prompt, self.case.n_ubatch)
+        self.prefill([i % max(self._n_vocab, 1) for i in range(n)])
+        self.decode_step(n % max(self._n_vocab, 1))
+        self.reset()
+
+    def ops_mark(self, phase: str, rep: int) -> None:
+        """Following nodes belong to (phase, rep); ``phase=""`` stops recording (untimed work).
+        Closing a phase runs the no-op launch probe (events "launch/<phase>", same rep)."""
+        self._tracer.mark(phase, rep)
+        if not phase and self._traced_phase:
+            self._probe.run(self._traced_phase, rep)
+        self._traced_phase = phase
+
+    def ops_end(self) -> list[OpEvent]:
+        """Restore a plain context (no callback; the KV cache is then empty); return the events."""
+        tracer, probe, self._tracer, self._probe = self._tracer, self._probe, None, None
+        if probe:
+            probe.close()
+        self._swap_context(None)
+        return tracer.events() if tracer else []  # the callback is released after its context
+
+    def _swap_context(self, cb_eval) -> None:
+        if self.ctx:
+            self._ll.llama_free(self.ctx)
+            self.ctx = None
+        self.ctx = self._new_context(self.case, cb_eval)
 
     # -- facts -------------------------------------------------------------------------------
     @property
