@@ -1,11 +1,12 @@
 """Regression verdicts between two sets of results (a CI gate, or a new model release vs the old).
 
 Each side is a run id in a store, a run folder (run.json + samples.csv, or summary.csv), or a
-summary/samples CSV file. Cases are joined on ``records.KEY_FIELDS``; each metric has a direction.
-A change is a *regression* only when it is worse than its threshold AND statistically significant
-on the raw per-rep values: a two-sided Mann-Whitney U test (p < alpha) whose verdict a bootstrap
-confidence interval of the ratio of means agrees with (the interval excludes 1). Deterministic
-metrics (buffer sizes) have no noise, so any change past the threshold is real.
+summary/samples CSV file, loaded by edgebench.compare_sides. Cases are joined on
+``records.KEY_FIELDS``; each metric has a direction. A change is a *regression* only when it is
+worse than its threshold AND statistically significant on the raw per-rep values: a two-sided
+Mann-Whitney U test (p < alpha) whose verdict a bootstrap confidence interval of the ratio of
+means agrees with (the interval excludes 1). Deterministic metrics (buffer sizes) have no noise,
+so any change past the threshold is real.
 
 Never runs a model and never imports a backend.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgebench.compare_sides import Side, load_side, norm_key, num, rep_values
 from edgebench.errors import InputError
 from edgebench.records import KEY_FIELDS
 
@@ -145,186 +147,6 @@ def check_match(fields: str | None) -> tuple[str, ...]:
             allowed = ", ".join(k for k in KEY_FIELDS if k != "device")
             raise InputError(f"--match takes case key fields ({allowed}); use --force for devices, got {f!r}")
     return out
-
-
-# -- loading ------------------------------------------------------------------------------------
-def num(v: Any) -> float | None:
-    """A number from a store value or CSV text; None for blanks and NaN."""
-    if isinstance(v, bool):
-        return float(v)
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
-
-def norm_key(v: Any) -> str:
-    """Key values from the store (ints, bools) and from CSV text compare equal: 512 == '512' == 512.0."""
-    if v is None or isinstance(v, bool):
-        return "" if v is None else str(v)
-    f = num(v)
-    if f is not None:
-        return str(int(f)) if f.is_integer() else repr(f)
-    return "" if str(v).lower() == "nan" else str(v)
-
-
-@dataclass
-class Side:
-    """One side of a comparison: its successful cases' summary rows and, when known, raw samples."""
-
-    name: str
-    rows: list[dict[str, Any]]
-    samples: Any = None  # pandas DataFrame of Sample rows with run_id, case_id; None for summary-only
-    _by_case: dict = field(default_factory=dict, repr=False)
-
-    def devices(self) -> set[str]:
-        return {str(r.get("device")) for r in self.rows}
-
-    def case_samples(self, row: dict[str, Any]):
-        if self.samples is None or not len(self.samples):
-            return None
-        if not self._by_case:
-            self._by_case = {(str(r), int(c)): g for (r, c), g in self.samples.groupby(["run_id", "case_id"])}
-        return self._by_case.get((str(row.get("run_id")), int(num(row.get("case_id")) or 0)))
-
-
-def _side(name: str, rows: list[dict[str, Any]], samples) -> Side:
-    ok = [r for r in rows if str(r.get("status") or "ok") == "ok"]
-    if not ok:
-        raise InputError(f"{name} has no successful case to compare")
-    return Side(name, ok, samples)
-
-
-def _read_samples(path: Path):
-    import pandas as pd
-
-    try:
-        s = pd.read_csv(path, dtype={"run_id": str, "label": str, "phase": str, "metric": str})
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read samples file {path}: {e}") from None
-    missing = {"run_id", "case_id", "rep", "phase", "metric", "value"} - set(s.columns)
-    if missing:
-        raise InputError(f"{path} is not a samples file: no column(s) {', '.join(sorted(missing))}")
-    return s
-
-
-def _from_run_json(run_json: Path, samples_csv: Path, name: str) -> Side:
-    import json
-
-    from edgebench import stats
-
-    try:
-        doc = json.loads(run_json.read_text())
-        run_id, device, cases = doc["run_id"], doc["device"], doc["cases"]
-    except (OSError, ValueError, KeyError) as e:
-        raise InputError(f"cannot read {run_json}: {type(e).__name__}: {e}") from None
-    s = _read_samples(samples_csv)
-    # Summaries are recomputed from the raw samples, exactly as for a run in the store.
-    rows = [stats.summarize_case(run_id, device, c, s[(s["run_id"] == run_id) & (s["case_id"] == c["case_id"])])
-            for c in cases]
-    return _side(name, rows, s)
-
-
-def _from_csv(path: Path, name: str) -> Side:
-    import csv
-
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            rows = list(reader) if "metric" not in header else []
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read {path}: {e}") from None
-    if "metric" in header and "value" in header:  # a samples file: its case keys live next to it
-        if (path.parent / "run.json").is_file():
-            return _from_run_json(path.parent / "run.json", path, name)
-        if (path.parent / "summary.csv").is_file():
-            return _side(name, _from_csv(path.parent / "summary.csv", name).rows, _read_samples(path))
-        raise InputError(f"{path} holds raw samples but no case keys: pass its run folder, or keep "
-                         f"run.json or summary.csv next to it")
-    if "case_id" not in header or "device" not in header:
-        raise InputError(f"{path} is neither a summary.csv nor a samples.csv of edgebench")
-    sibling = path.parent / "samples.csv"
-    samples = _read_samples(sibling) if sibling.is_file() and sibling != path else None
-    if samples is not None and not set(samples["run_id"]) & {r.get("run_id") for r in rows}:
-        samples = None  # samples of another run: compare on the summary only
-    return _side(name, rows, samples)
-
-
-def load_side(spec: str, store: str | Path = "reports") -> Side:
-    """A run folder, a summary/samples CSV, or else a run id (or unique prefix, or 'latest') in ``store``."""
-    p = Path(spec)
-    if p.is_dir():
-        if (p / "run.json").is_file() and (p / "samples.csv").is_file():
-            return _from_run_json(p / "run.json", p / "samples.csv", spec)
-        if (p / "summary.csv").is_file():
-            return _from_csv(p / "summary.csv", spec)
-        raise InputError(f"{spec} is not a run folder: it has neither run.json + samples.csv nor summary.csv")
-    if p.is_file():
-        return _from_csv(p, spec)
-    if p.suffix or "/" in spec:
-        raise InputError(f"no such run folder or file: {spec}")
-    from edgebench import stats
-    from edgebench.store import Store
-
-    try:
-        st = Store(store, create=False)
-    except InputError as e:
-        raise InputError(f"{spec!r} is not a folder or file, and there is {e}") from None
-    run = st.get_run(spec)
-    return _side(f"run {run.run_id}", stats.summarize_run(st, run.run_id), st.get_samples(run.run_id))
-
-
-def rep_values(side: Side, row: dict[str, Any]) -> dict[str, "np.ndarray"]:
-    """Per-rep values of each metric of one case, from its raw samples ({} without samples).
-
-    Units as METRIC_SPECS: prefill tok/s = n_prompt / prefill time; decode tok/s = n_gen / the
-    rep's summed step times; tpot percentiles over the rep's steps (ms); buffer sizes (bytes) are
-    one value per case; peak RSS per rep includes the load peak, as the summary's does.
-    """
-    s = side.case_samples(row)
-    if s is None or not len(s):
-        return {}
-    n_prompt, n_gen = num(row.get("n_prompt")) or 0, num(row.get("n_gen")) or 0
-    plain = s[s["rep"] >= 0]
-    out: dict[str, np.ndarray] = {}
-    pre = plain[plain["metric"] == "prefill_ns"].groupby("rep")["value"].sum().to_numpy(dtype=float)
-    if pre.size and n_prompt:
-        out["prefill_tok_s"], out["ttft_ms"] = n_prompt / (pre / 1e9), pre / 1e6
-    steps = plain[plain["metric"] == "decode_step_ns"].groupby("rep")["value"]
-    if steps.ngroups and n_gen:
-        out["decode_tok_s"] = n_gen / (steps.sum().to_numpy(dtype=float) / 1e9)
-        for q in (50, 90, 99):
-            out[f"tpot_ms_p{q}"] = steps.quantile(q / 100).to_numpy(dtype=float) / 1e6
-    load = s[s["phase"] == "load"]
-    for m in ("weights_bytes", "kv_bytes", "compute_bytes"):
-        v = load[load["metric"] == m]
-        if len(v):
-            out[m] = np.array([float(v.groupby("label")["value"].max().sum())])
-    rss = s[s["metric"] == "rss_peak_bytes"]
-    if len(rss):
-        load_peak = float(rss[rss["rep"] < 0]["value"].max()) if (rss["rep"] < 0).any() else 0.0
-        per_rep = rss[rss["rep"] >= 0].groupby("rep")["value"].max().to_numpy(dtype=float)
-        out["rss_peak_bytes"] = np.maximum(per_rep, load_peak) if per_rep.size else np.array([load_peak])
-    out.update(_energy_per_rep(plain, n_prompt, n_gen))
-    return out
-
-
-def _energy_per_rep(plain, n_prompt: float, n_gen: float) -> dict[str, "np.ndarray"]:
-    if not plain["metric"].isin(("energy_j", "power_w")).any():
-        return {}
-    try:
-        from edgebench.energy import summarize_energy
-    except ImportError:  # the telemetry side of the project is optional
-        return {}
-    vals: dict[str, list[float]] = {"j_per_token_prefill": [], "j_per_token_decode": []}
-    for _, rep in plain.groupby("rep"):
-        e = summarize_energy(rep, int(n_prompt), int(n_gen))
-        for k in vals:
-            if num(e.get(k)) is not None:
-                vals[k].append(float(e[k]))
-    return {k: np.array(v) for k, v in vals.items() if v}
 
 
 # -- statistics ---------------------------------------------------------------------------------

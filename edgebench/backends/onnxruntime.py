@@ -1,9 +1,10 @@
 """ONNX Runtime backend: decoder graphs with KV-cache inputs (Optimum / onnxruntime-genai layout).
 
-The graph is read, not assumed: ``input_ids``, ``attention_mask``, optional ``position_ids``
-(and ``use_cache_branch`` of Optimum's merged decoders) and ``past_key_values.N.key|value`` in;
-``logits`` and ``present.N.key|value`` out. The KV cache never leaves the runtime: each run's
-present OrtValues are bound, through IO binding, as the next run's past inputs.
+The graph is read, not assumed (edgebench.backends.onnx_graph): ``input_ids``, ``attention_mask``,
+optional ``position_ids`` (and ``use_cache_branch`` of Optimum's merged decoders) and
+``past_key_values.N.key|value`` in; ``logits`` and ``present.N.key|value`` out. The KV cache never
+leaves the runtime: each run's present OrtValues are bound, through IO binding, as the next run's
+past inputs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -24,6 +24,7 @@ import onnx
 import onnxruntime as ort
 
 from edgebench.backends.base import Backend, MemoryInfo, ModelInfo, OpEvent, OpTracer
+from edgebench.backends.onnx_graph import count_weights, infer_quant, read_layout
 from edgebench.errors import InputError
 from edgebench.ops_taxonomy import classify_onnx
 from edgebench.records import Case
@@ -31,17 +32,7 @@ from edgebench.synth_onnx import ONNX_QUANT_LEVELS, ensure_onnx_model
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}
-_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
-_PRESENT = re.compile(r"^present\.(\d+)\.(key|value)$")
-_FEEDABLE = {"input_ids", "attention_mask", "position_ids", "use_cache_branch"}
 _FOLDER_MODELS = ("model.onnx", "decoder_model_merged.onnx", "decoder_with_past_model.onnx")
-_PARAM_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
-                onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
-# Inputs of quantized ops that hold scales / zero points / indices, not parameters.
-_QUANT_AUX = {"MatMulNBits": (2, 3, 4), "MatMulInteger": (2, 3), "DynamicQuantizeMatMul": (2, 3),
-              "MatMulIntegerToFloat": (2, 3, 4, 5), "DequantizeLinear": (1, 2), "QuantizeLinear": (1, 2),
-              "GatherBlockQuantized": (2, 3)}
-_INT8_OPS = {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearMatMul"}
 
 
 def resolve_model_file(model: str) -> Path:
@@ -58,65 +49,6 @@ def resolve_model_file(model: str) -> Path:
     if len(found) != 1:
         raise InputError(f"folder {p} holds {len(found)} .onnx files; expected model.onnx or exactly one")
     return found[0]
-
-
-def _tensor_bytes(t: onnx.TensorProto) -> int:
-    if t.data_location == onnx.TensorProto.EXTERNAL:
-        ext = {e.key: e.value for e in t.external_data}
-        if "length" in ext:
-            return int(ext["length"])
-    elif t.raw_data:
-        return len(t.raw_data)
-    n = math.prod(t.dims)
-    if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
-        return (n + 1) // 2
-    return n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-
-
-def _weights(graph: onnx.GraphProto) -> tuple[int, int, dict[str, int]]:
-    """(n_params, bytes, op counts). Packed 4-bit weights count their unpacked K*N elements;
-    scales, zero points, scalars and integer shape constants are bytes but not parameters."""
-    aux: set[str] = set()
-    unpacked: dict[str, int] = {}
-    ops: dict[str, int] = {}
-    for n in graph.node:
-        ops[n.op_type] = ops.get(n.op_type, 0) + 1
-        aux.update(n.input[i] for i in _QUANT_AUX.get(n.op_type, ()) if i < len(n.input))
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
-        if n.op_type == "MatMulNBits":
-            unpacked[n.input[1]] = int(attrs["K"]) * int(attrs["N"])
-        elif n.op_type == "GatherBlockQuantized":  # genai's quantized embedding: bytes hold 8 // bits
-            packed = next((t for t in graph.initializer if t.name == n.input[0]), None)
-            if packed is not None and packed.data_type == onnx.TensorProto.UINT8:
-                unpacked[n.input[0]] = math.prod(packed.dims) * 8 // int(attrs.get("bits", 4))
-    n_params = n_bytes = 0
-    for t in graph.initializer:
-        n_bytes += _tensor_bytes(t)
-        n = math.prod(t.dims)
-        if t.name in unpacked:
-            n_params += unpacked[t.name]
-        elif t.name not in aux and n > 1 and t.data_type in _PARAM_TYPES:
-            n_params += n
-    return n_params, n_bytes, ops
-
-
-def _infer_quant(graph: onnx.GraphProto, ops: dict[str, int]) -> str:
-    for n in graph.node:
-        if n.op_type == "MatMulNBits":
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
-            return f"int{attrs.get('bits', 4)}-b{attrs['block_size']}"
-    if _INT8_OPS & ops.keys():
-        return "int8"
-    by_type: dict[int, int] = {}
-    for t in graph.initializer:
-        by_type[t.data_type] = by_type.get(t.data_type, 0) + _tensor_bytes(t)
-    main = max(by_type, key=by_type.get) if by_type else onnx.TensorProto.FLOAT
-    return {onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16",
-            onnx.TensorProto.INT8: "int8"}.get(main, "fp32")
-
-
-def _dims(vi: onnx.ValueInfoProto) -> list[int | None]:
-    return [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
 
 
 def _activation_rows(args: dict[str, Any]) -> int:
@@ -156,10 +88,15 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         graph = model.graph
         if not model.ir_version or not graph.node:
             raise InputError(f"{path} is not an ONNX model (no graph)")
-        self._read_layout(path, graph)
-        n_params, n_bytes, ops = _weights(graph)
+        g = read_layout(path, graph)
+        # Flat attributes, not self._layout.x: _run reads several of them on every decode step.
+        self._n_layer, self._n_kv, self._head_dim, self._kv_dtype = g.n_layer, g.n_kv, g.head_dim, g.kv_dtype
+        self._past_names, self._out_names, self._kv_shared = g.past_names, g.out_names, g.kv_shared
+        self._has_pos, self._has_branch = g.has_pos, g.has_branch
+        self._vocab, self._logits_itemsize, self._embd, self._gqa_heads = g.vocab, g.logits_itemsize, g.embd, g.gqa_heads
+        n_params, n_bytes, ops = count_weights(graph)
         meta = {e.key: e.value for e in model.metadata_props}
-        quant = meta.get("edgebench.quant") or _infer_quant(graph, ops)
+        quant = meta.get("edgebench.quant") or infer_quant(graph, ops)
         config = self._hf_config(path)
         del model, graph
 
@@ -203,49 +140,6 @@ class OnnxRuntimeBackend(Backend, OpTracer):
                    "kv_cache": "shared-buffer" if self._kv_shared else "concat",
                    "external_data": any(path.parent.glob(path.name + ".data"))},
         )
-
-    def _read_layout(self, path: Path, graph: onnx.GraphProto) -> None:
-        inits = {t.name for t in graph.initializer}
-        inputs = {vi.name: vi for vi in graph.input if vi.name not in inits}
-        outputs = {vi.name: vi for vi in graph.output}
-        past = {(int(m[1]), m[2]): n for n in inputs if (m := _PAST.match(n))}
-        present = {(int(m[1]), m[2]): n for n in outputs if (m := _PRESENT.match(n))}
-        missing = [n for n in ("input_ids", "attention_mask") if n not in inputs]
-        missing += [] if "logits" in outputs else ["output logits"]
-        n_layer = 1 + max((i for i, _ in past), default=-1)
-        want = {(i, kv) for i in range(max(n_layer, 1)) for kv in ("key", "value")}
-        missing += [f"past_key_values.{i}.{kv}" for i, kv in sorted(want - past.keys())]
-        missing += [f"present.{i}.{kv}" for i, kv in sorted(want - present.keys())]
-        if missing:
-            raise InputError(f"{path} is not a decoder with KV-cache inputs: missing {', '.join(missing[:6])}"
-                             + (" ..." if len(missing) > 6 else ""))
-        unknown = sorted(set(inputs) - _FEEDABLE - set(past.values()))
-        if unknown:
-            raise InputError(f"{path} has inputs edgebench cannot feed: {', '.join(unknown)}")
-        shape = _dims(inputs[past[0, "key"]])
-        if len(shape) != 4 or not shape[1] or not shape[3]:
-            raise InputError(f"{path}: cannot read n_head_kv / head_dim from past_key_values.0.key shape {shape}")
-        self._n_layer, self._n_kv, self._head_dim = n_layer, shape[1], shape[3]
-        self._kv_dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(
-            inputs[past[0, "key"]].type.tensor_type.elem_type))
-        self._past_names = [past[i, kv] for i in range(n_layer) for kv in ("key", "value")]
-        self._out_names = ["logits"] + [present[i, kv] for i in range(n_layer) for kv in ("key", "value")]
-        self._has_pos = "position_ids" in inputs
-        self._has_branch = "use_cache_branch" in inputs
-        logits = _dims(outputs["logits"])
-        self._vocab = (logits[-1] or 0) if logits else 0
-        self._logits_itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(
-            outputs["logits"].type.tensor_type.elem_type)).itemsize
-        embed = [n.input[0] for n in graph.node if n.op_type == "Gather" and n.input[1] == "input_ids"]
-        dims = {t.name: list(t.dims) for t in graph.initializer if embed and t.name == embed[0]}
-        self._embd = dims[embed[0]][1] if embed and embed[0] in dims else 0
-        heads = [a.i for n in graph.node if n.op_type in ("GroupQueryAttention", "MultiHeadAttention")
-                 for a in n.attribute if a.name == "num_heads"]
-        self._gqa_heads = heads[0] if heads else 0
-        # GroupQueryAttention writes into its past buffer when present is the same buffer (how
-        # onnxruntime-genai runs it): a cache preallocated for n_ctx, bound once, no per-step copy.
-        gqa_out = {o for n in graph.node if n.op_type == "GroupQueryAttention" for o in n.output[1:3]}
-        self._kv_shared = set(present.values()) <= gqa_out
 
     @staticmethod
     def _hf_config(path: Path) -> dict[str, Any]:
