@@ -141,6 +141,7 @@ def _execute(store: Store, run_id: str, spec: specmod.RunSpec, planned: list, ou
 
     run_dir = out / run_id
     export.write_run_json(store, run_id, run_dir)
+    _stop_on_sigterm()
     status = "interrupted"
     t0 = time.monotonic()
     try:
@@ -162,6 +163,16 @@ def _execute(store: Store, run_id: str, spec: specmod.RunSpec, planned: list, ou
         _write_report(store, run_id, run_dir)
     console.print(f"stored in {store.url}; run folder {run_dir}")
     return 0 if status == "complete" else 1
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a CI job's timeout, `kill`) stops a run like Ctrl-C: finished cases are kept."""
+    import signal
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _write_report(store: Store, run_id: str, run_dir: Path) -> None:

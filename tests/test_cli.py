@@ -107,14 +107,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, name):
     assert "Traceback" not in err
 
 
-def test_ctrl_c_keeps_finished_cases_and_resume_finishes(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_keeps_finished_cases_and_resume_finishes(tmp_path, sig):
     out = tmp_path / "out"
     quick = fake(tmp_path, "quick")
     slow = fake(tmp_path, "slow", decode_us=200_000)  # 8 steps x 2 reps: ~3 s
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "edgebench.cli", "run", "-m", quick, "-m", slow, "--backend", "fake",
                              "-p", "8", "-n", "8", "-r", "2", "-o", str(out), "--no-report"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            # a shell that started us in the background may ignore SIGINT; a terminal doesn't
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     db = out / "edgebench.db"
     deadline = time.time() + 60
     from edgebench.store import Store
@@ -128,7 +131,7 @@ def test_ctrl_c_keeps_finished_cases_and_resume_finishes(tmp_path):
             except Exception:
                 pass
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert b"--resume" in err
