@@ -232,3 +232,21 @@ def fair_run_warnings(profile: "DeviceProfile", env: dict[str, Any]) -> list[str
         pct = env.get("battery_percent")
         out.append("running on battery" + (f" ({pct:.0f}%)" if pct is not None else "") + ": clocks and power may be capped")
     return out
+
+
+def measure_memory_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
+    """Sustained memory bandwidth in GB/s, STREAM-copy style: the best of ``repeats`` copies of
+    an ``n_bytes`` array (read + write counted). Single-threaded numpy, so a lower bound of what
+    several cores can pull; used for the roofline where a device profile has no spec figure."""
+    import time
+
+    import numpy as np
+
+    src = np.ones(n_bytes // 8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.nbytes / best / 1e9

@@ -300,14 +300,14 @@ def roofline(df):
 
     def draw(ax, y, rows):
         ax.barh(y, rows["bound_tok_s"], color="#e5e5e5", edgecolor="#999999", hatch="//", height=0.7,
-                label="bound = peak bandwidth / bytes read per token (weights + KV cache)")
+                label="bound = memory bandwidth / bytes read per token (weights + KV cache)")
         ax.barh(y, rows["decode_tok_s"], color="#4c72b0", height=0.45, label="achieved decode")
         for yi, a, pct in zip(y, rows["decode_tok_s"], rows["roof_pct"]):
             ax.annotate(f" {pct:.0%} of bound", (a, yi), va="center", fontsize=8)
         ax.set_xlim(right=float(rows["bound_tok_s"].max()) * 1.1)
     bw = ", ".join(f"{dev} {v:g} GB/s" for dev, v in d.groupby("device")["mem_bandwidth_gbs"].first().items())
     fig = _hbars(d, [("", draw, "decode tokens / s")],
-                 text(f"Decode roofline: achieved vs memory-bandwidth bound\npeak memory bandwidth: {bw}"))
+                 text(f"Decode roofline: achieved vs memory-bandwidth bound\nmemory bandwidth: {bw}"))
     return fig
 
 

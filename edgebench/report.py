@@ -35,7 +35,9 @@ SECTIONS: dict[str, tuple[str, str]] = {
                               "numbers). mul_mat_vec is a matrix-vector product: the decode bottleneck."),
     "energy": ("Energy per token", "Energy integrated over each phase window, divided by the tokens of the phase."),
     "roofline": ("Decode roofline", "Each decode step reads every weight once plus the KV cache so far, so memory bandwidth "
-                                    "bounds decode at bandwidth / bytes per token. The percentage is how close the run came."),
+                                    "bounds decode at bandwidth / bytes per token. The percentage is how close the run came. "
+                                    "Bandwidth is the device profile's spec figure, or, for profiles without one, "
+                                    "a copy benchmark measured at the start of the run."),
 }
 
 # (column, header, format) of the summary table; key columns that never vary go to the header line.
@@ -82,7 +84,8 @@ def _bandwidth_gbs(run, cache: dict[tuple, float | None]) -> float | None:
             cache[run.device, mode] = by_mode(mode) if callable(by_mode) else profile.mem_bandwidth_gbs
         except Exception:  # an unknown device (or none installed): no roofline for it, the rest stands
             cache[run.device, mode] = None
-    return cache[run.device, mode]
+    # No spec figure (generic CPUs): the bandwidth measured at the start of the run, if any.
+    return cache[run.device, mode] or (run.env or {}).get("measured_mem_bandwidth_gbs")
 
 
 def _roofline(row: dict[str, Any], bw_gbs: float | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from edgebench import runner, spec as specmod
-from edgebench.environment import collect_environment, fair_run_warnings, physical_cores
+from edgebench.environment import collect_environment, fair_run_warnings, measure_memory_bandwidth, physical_cores
 from edgebench.errors import InputError
 from edgebench.records import Case
 from edgebench.store import Store
@@ -102,6 +102,8 @@ def start(options: dict[str, Any], config: Path | None, out: Path, report: bool 
     run_id = runner.new_run_id()
     env = collect_environment() | device_env
     env["fair_run_warnings"] = fair_run_warnings(profile, env)
+    if not profile.mem_bandwidth_gbs:  # no spec figure: measure one for the roofline (~1 s)
+        env["measured_mem_bandwidth_gbs"] = round(measure_memory_bandwidth(), 2)
     store.create_run(run_id, device, spec.to_dict(), env)
     for n in notes:
         console.print(f"[yellow]note:[/yellow] {n}")
