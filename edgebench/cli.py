@@ -32,7 +32,7 @@ def _err(msg: str) -> None:
 def run(
     model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="GGUF/ONNX file, folder of models, or preset name (repeatable; comma lists work)."),
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant levels for presets, e.g. Q4_K_M,Q8_0 (default: the ladder)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp, onnxruntime (comma list)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp, onnxruntime, onnxruntime-genai (comma list)."),
     n_prompt: Optional[str] = typer.Option(None, "-p", "--n-prompt", help="Prompt tokens (llama-bench default 512)."),
     n_gen: Optional[str] = typer.Option(None, "-n", "--n-gen", help="Generated tokens (default 128)."),
     depth: Optional[str] = typer.Option(None, "-d", "--depth", help="Tokens already in the cache (default 0)."),
@@ -138,7 +138,7 @@ def models_make(
     preset: str = typer.Argument(..., help="Preset name (see `edgebench models list`)."),
     quant: str = typer.Option("F16", "--quant", "-q", help="Comma list of quant levels."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder (default: the cache, $EDGEBENCH_HOME)."),
-    backend: str = typer.Option("llama-cpp", "--backend", help="llama-cpp (GGUF) or onnxruntime (ONNX)."),
+    backend: str = typer.Option("llama-cpp", "--backend", help="llama-cpp (GGUF), onnxruntime (ONNX) or onnxruntime-genai (genai folder)."),
 ) -> None:
     """Write a synthetic model at one or more quant levels."""
     from edgebench import views

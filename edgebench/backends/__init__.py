@@ -14,9 +14,11 @@ if TYPE_CHECKING:
 _REGISTRY: dict[str, str] = {
     "llama-cpp": "edgebench.backends.llama_cpp:LlamaCppBackend",
     "onnxruntime": "edgebench.backends.onnxruntime:OnnxRuntimeBackend",
+    "onnxruntime-genai": "edgebench.backends.onnxruntime_genai:OnnxRuntimeGenaiBackend",
     "fake": "edgebench.backends.fake:FakeBackend",
 }
-_ALIASES = {"llama.cpp": "llama-cpp", "llama_cpp": "llama-cpp", "llamacpp": "llama-cpp", "ort": "onnxruntime", "onnx": "onnxruntime"}
+_ALIASES = {"llama.cpp": "llama-cpp", "llama_cpp": "llama-cpp", "llamacpp": "llama-cpp", "ort": "onnxruntime", "onnx": "onnxruntime",
+            "genai": "onnxruntime-genai", "onnxruntime_genai": "onnxruntime-genai", "ort-genai": "onnxruntime-genai"}
 
 BACKEND_NAMES: tuple[str, ...] = tuple(n for n in _REGISTRY if n != "fake")
 
