@@ -125,6 +125,20 @@ def _run_dir(store, out: str, run_id: str) -> Path:
     return base / run_id
 
 
+@app.command()
+def ingest(
+    run_dirs: list[Path] = typer.Argument(..., help="Run folders (run.json + samples.csv) from other devices."),
+    out: str = typer.Option(str(DEFAULT_OUT), "--out", "-o", "--store", help="Store to load them into (folder or database URL)."),
+) -> None:
+    """Load run folders into a store (idempotent by run id): how a fleet's results come home."""
+    from edgebench.store import Store
+
+    store = Store(out)
+    for d in run_dirs:
+        run_id, n = store.ingest_bundle(d)
+        typer.echo(f"{run_id}: {n} case(s) from {d}")
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Presets with their shapes and parameter counts."""

@@ -71,7 +71,8 @@ def memory_summary(s, info: dict[str, Any]) -> dict[str, Any]:
         "weights_bytes": weights, "kv_bytes": kv, "compute_bytes": compute,
         "kv_used_bytes": float(used.max()) if len(used) else None,
         "rss_peak_bytes": _max_of(s, "rss_peak_bytes"),
-        "gpu_peak_bytes": _max_of(s, "gpu_peak_bytes"),
+        # NVML's memory timeline (telemetry) where no profiler reported a peak itself
+        "gpu_peak_bytes": _max_of(s, "gpu_peak_bytes") or _max_of(s, "gpu_mem_bytes"),
     }
     total = sum(x for x in (weights, kv, compute) if x)
     out["kv_share"] = kv / total if kv and total else None

@@ -95,12 +95,12 @@ def print_presets() -> None:
 
     table = Table(title="synthetic presets (shapes from public config.json files)")
     for h in ("preset", "arch", "layers", "hidden", "heads", "kv heads", "head dim", "ffn", "vocab", "tied", "ctx", "params (M)", "KV/token f16"):
-        table.add_column(h, justify="right" if h not in ("preset", "arch", "tied") else "left")
+        table.add_column(h, justify="right" if h not in ("preset", "arch", "tied") else "left", no_wrap=True)
     for p in PRESETS.values():
         table.add_row(p.name, p.arch, str(p.n_layer), str(p.n_embd), str(p.n_head), str(p.n_head_kv), str(p.head_dim),
                       str(p.n_ff), str(p.n_vocab), "yes" if p.tied else "no", str(p.n_ctx_train),
                       f"{preset_n_params(p) / 1e6:.1f}", f"{p.kv_bytes_per_token_f16 / 1024:.1f} KiB")
-    Console().print(table)
+    Console(width=max(150, Console().width)).print(table)
 
 
 def make_models(preset: str, quant: str, out: Path | None, backend: str) -> None:

@@ -181,3 +181,39 @@ def test_no_verify_runs_anyway_and_says_unverified(tmp_path, capsys):
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     env = json.loads((run_dir / "run.json").read_text())["environment"]
     assert env["device"] == "jetson-orin-nx-16gb" and env["device_verified"] is False
+
+
+def test_run_bundle_ingests_into_another_store_idempotently(tmp_path, capsys):
+    out = tmp_path / "device"
+    assert run_cli(capsys, "run", "-m", fake(tmp_path), *SMALL, "-t", "1,2", "-o", out)[0] == 0
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    fleet = tmp_path / "fleet"
+    for _ in range(2):  # twice: the same result
+        code, text, err = run_cli(capsys, "ingest", run_dir, "-o", fleet)
+        assert code == 0, err
+    _, a, _ = run_cli(capsys, "show", run_dir.name, "--format", "json", "-o", out)
+    _, b, _ = run_cli(capsys, "show", run_dir.name, "--format", "json", "-o", fleet)
+    assert json.loads(a) == json.loads(b)
+    code, _, err = run_cli(capsys, "ingest", tmp_path, "-o", fleet)
+    assert code == 2 and "is not a run folder" in err
+
+
+def test_models_commands(tmp_path, capsys, tiny_gguf):
+    code, out, _ = run_cli(capsys, "models", "list")
+    assert code == 0 and "qwen2.5-1.5b" in out and "gemma2" in out
+    code, out, _ = run_cli(capsys, "models", "inspect", tiny_gguf["Q4_K_M"])
+    assert code == 0 and "Q4_K_M" in out and "ffn_down" in out
+    code, out, err = run_cli(capsys, "models", "make", "tiny", "--quant", "Q4_0,Q6_K", "--out", tmp_path / "m")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "m" / "models").glob("*.gguf")) == ["tiny-F16.gguf", "tiny-Q4_0.gguf", "tiny-Q6_K.gguf"]
+    code, _, err = run_cli(capsys, "models", "make", "tiny", "--quant", "Q7_X")
+    assert code == 2 and "unknown quant level" in err
+
+
+def test_truncated_gguf_is_refused_before_running(tmp_path, capsys, tiny_gguf):
+    data = tiny_gguf["Q8_0"].read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: len(data) // 2])
+    code, _, err = run_cli(capsys, "run", "-m", cut, "-o", tmp_path / "o")
+    assert code == 2 and "cut.gguf" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # nothing run, nothing written
