@@ -6,7 +6,6 @@ usage (one line on stderr, nothing run); 3 a regression was found by compare; 13
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional

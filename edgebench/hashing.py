@@ -7,10 +7,11 @@ import json
 import os
 from pathlib import Path
 
+from edgebench.cache import home as cache_home
+
 
 def _cache_file() -> Path:
-    home = Path(os.environ.get("EDGEBENCH_HOME", Path.home() / ".cache" / "edgebench"))
-    return home / "sha256-cache.json"
+    return cache_home() / "sha256-cache.json"
 
 
 def file_sha256(path: str | Path) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 
 from edgebench.errors import InputError
-from edgebench.records import CASE_FIELDS, SCHEMA_VERSION, Case, Sample
+from edgebench.records import SCHEMA_VERSION, Case, Sample
 
 metadata = sa.MetaData()
 

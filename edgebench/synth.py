@@ -15,16 +15,15 @@ through llama-cpp-python's ctypes), so each tensor gets the type llama.cpp would
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import fcntl
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
+from edgebench.cache import home as cache_home, locked
 from edgebench.errors import InputError
 from edgebench.presets import Preset, get_preset
 
@@ -62,8 +61,7 @@ def check_quant(q: str) -> str:
 
 def models_dir(cache: Path | None = None) -> Path:
     """Folder of cached models: ``cache`` or $EDGEBENCH_HOME or ~/.cache/edgebench, then /models."""
-    root = Path(cache or os.environ.get("EDGEBENCH_HOME") or Path.home() / ".cache" / "edgebench")
-    return root / "models"
+    return cache_home(cache) / "models"
 
 
 # -- shapes ------------------------------------------------------------------------------------
@@ -331,17 +329,6 @@ def quantize(src: Path, dst: Path, quant: str, n_threads: int | None = None, pro
 
 
 # -- the cache ---------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _locked(target: Path) -> Iterator[None]:
-    """An exclusive flock on ``<target>.lock``: concurrent builders of one file take turns."""
-    with open(target.with_name(target.name + ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _is_current(path: Path, preset: str) -> bool:
     """True if ``path`` is a whole GGUF of ``preset`` written by this version of the writer."""
     if not path.exists():
@@ -372,7 +359,7 @@ def ensure_model(preset: str, quant: str, cache: Path | None = None, progress: P
     if _is_current(target, p.name):
         return target
     src = ensure_model(p.name, "F16", cache, progress) if q != "F16" else None
-    with _locked(target):
+    with locked(target):
         if _is_current(target, p.name):  # another process built it while we waited
             return target
         for stale in d.glob(f".{target.name}.tmp-*"):  # left by a killed builder; we hold the lock

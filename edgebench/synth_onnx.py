@@ -18,7 +18,6 @@ MatMulNBitsQuantizer (int4, symmetric, blocks of 32 or 128, com.microsoft MatMul
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from edgebench.cache import home as cache_home, locked
 from edgebench.errors import InputError
 from edgebench.presets import Preset, get_preset
 
@@ -310,18 +310,8 @@ def _quantize_loud(src: Path, dst: Path, quant: str) -> None:
     onnx.save_model(model, str(dst))
 
 
-@contextlib.contextmanager
-def _locked(target: Path) -> Iterator[None]:
-    with open(target.with_name(target.name + ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def cache_root(cache: Path | None = None) -> Path:
-    return Path(cache or os.environ.get("EDGEBENCH_HOME") or Path.home() / ".cache" / "edgebench")
+    return cache_home(cache)
 
 
 def ensure_onnx_model(preset: str | Preset, quant: str, cache: Path | None = None,
@@ -340,7 +330,7 @@ def ensure_onnx_model(preset: str | Preset, quant: str, cache: Path | None = Non
     if target.exists():
         return target
     src = ensure_onnx_model(p, "fp32", cache, progress) if q != "fp32" else None
-    with _locked(target):
+    with locked(target):
         if target.exists():
             return target
         for stale in models.glob(f".{target.name}.tmp-*"):  # left by a killed builder; we hold the lock
@@ -410,7 +400,7 @@ def write_genai_folder(preset: str | Preset, quant: str, cache: Path | None = No
     target = src.parent / f"{p.name}-{q}-genai"
     if (target / GENAI_CONFIG).exists():
         return target
-    with _locked(target):
+    with locked(target):
         if (target / GENAI_CONFIG).exists():
             return target
         shutil.rmtree(target, ignore_errors=True)  # a folder without its config is not whole
