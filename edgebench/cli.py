@@ -201,8 +201,6 @@ def compare(
     force: bool = typer.Option(False, "--force", help="Compare results from different devices."),
 ) -> None:
     """Compare CANDIDATE with BASELINE case by case; exit 3 on a significant regression."""
-    from rich.console import Console
-
     from edgebench import compare as cmp
 
     if fmt not in cmp.FORMATS:
@@ -214,7 +212,9 @@ def compare(
                        metrics=tuple(cmp.metric_spec(m.strip()).name for m in (metrics or "").split(",") if m.strip()))
     res = cmp.compare(baseline, candidate, store, opts)
     if fmt == "table":
-        cmp.print_table(res, Console(width=max(140, Console().width)))
+        from edgebench.views import console_for_tables
+
+        cmp.print_table(res, console_for_tables(140))
     else:
         sys.stdout.write(cmp.render(res, fmt))
     for w in res.warnings:

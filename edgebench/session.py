@@ -30,8 +30,8 @@ class ProgressEvents:
     def case_start(self, i: int, n: int, case: Case) -> None:
         name = Path(case.model).name if case.model else f"{case.preset} {case.quant_request}"
         self.p.update(self.cases, total=n, completed=i, description=f"case {i + 1}/{n} {name}")
-        self.p.update(self.reps, total=case.reps, completed=0, visible=True,
-                      description=f"  t={case.n_threads} p={case.n_prompt} n={case.n_gen} d={case.depth}: loading")
+        self.p.reset(self.reps, total=case.reps, completed=0, visible=True,
+                     description=f"  t={case.n_threads} p={case.n_prompt} n={case.n_gen} d={case.depth}: loading")
 
     def progress(self, i: int, msg: dict) -> None:
         if msg.get("t") != "progress":

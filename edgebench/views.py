@@ -15,6 +15,12 @@ from rich.table import Table
 
 FORMATS = ("table", "csv", "json", "md")
 
+
+def console_for_tables(width_when_piped: int) -> Console:
+    """The terminal's own width on a terminal; a wide fixed width into pipes and CI logs (where
+    rich would otherwise assume 80 columns and fold every table)."""
+    return Console() if sys.stdout.isatty() else Console(width=width_when_piped)
+
 # (column, header, format) shown in the terminal table; every column is in csv/json.
 TABLE_COLUMNS = (
     ("case_id", "#", "{}"), ("model", "model", "{}"), ("backend", "backend", "{}"), ("quant", "quant", "{}"),
@@ -69,7 +75,7 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, title: str = "") -> None:
             if r.get("status") == "failed":
                 cells[-1] = "[red]failed[/red]"
             table.add_row(*cells)
-        console = Console(width=max(180, Console().width))
+        console = console_for_tables(180)
         console.print(table)
         for r in rows:
             if r.get("status") == "failed":
@@ -100,7 +106,7 @@ def print_presets() -> None:
         table.add_row(p.name, p.arch, str(p.n_layer), str(p.n_embd), str(p.n_head), str(p.n_head_kv), str(p.head_dim),
                       str(p.n_ff), str(p.n_vocab), "yes" if p.tied else "no", str(p.n_ctx_train),
                       f"{preset_n_params(p) / 1e6:.1f}", f"{p.kv_bytes_per_token_f16 / 1024:.1f} KiB")
-    Console(width=max(150, Console().width)).print(table)
+    console_for_tables(150).print(table)
 
 
 def make_models(preset: str, quant: str, out: Path | None, backend: str) -> None:
@@ -198,7 +204,7 @@ def print_devices() -> None:
     for p in load_profiles().values():
         table.add_row(p.name, ", ".join(p.aliases), f"{p.memory_bytes / 2**30:.0f}" if p.memory_bytes else "this machine's",
                       f"{p.mem_bandwidth_gbs:g}" if p.mem_bandwidth_gbs else "-")
-    Console(width=max(100, Console().width)).print(table)
+    console_for_tables(100).print(table)
 
 
 def print_device(name: str) -> None:
