@@ -45,6 +45,7 @@ def run(
     cache_type_k: Optional[str] = typer.Option(None, "-ctk", "--cache-type-k", help="f16|q8_0|q4_0 ..."),
     cache_type_v: Optional[str] = typer.Option(None, "-ctv", "--cache-type-v", help="f16|q8_0|q4_0 ..."),
     ep: Optional[str] = typer.Option(None, "--ep", help="onnxruntime execution provider: cpu|cuda|tensorrt."),
+    graph_opt: Optional[str] = typer.Option(None, "--graph-opt", help="onnxruntime graph optimization: disable|basic|extended|all (default all)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Extra profilers: ops, telemetry."),
     device: Optional[str] = typer.Option(None, "--device", help="Device profile name or 'auto'."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Run even if this machine is not --device."),
@@ -68,7 +69,7 @@ def run(
         models=[m for arg in (model or []) for m in arg.split(",")] or None, quants=quant, backends=backend,
         n_prompt=n_prompt, n_gen=n_gen, depth=depth, reps=reps, threads=threads, ctx=ctx, batch=batch,
         ubatch=ubatch, n_gpu_layers=n_gpu_layers, flash_attn=flash_attn, cache_type_k=cache_type_k,
-        cache_type_v=cache_type_v, ep=ep, profile=profile, device=device, timeout=timeout,
+        cache_type_v=cache_type_v, ep=ep, graph_opt=graph_opt, profile=profile, device=device, timeout=timeout,
         cooldown=cooldown, cooldown_temp=cooldown_temp,
         verify=False if no_verify else None, warmup=False if no_warmup else None,
     )

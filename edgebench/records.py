@@ -24,6 +24,7 @@ Phase = Literal["load", "prefill", "decode", "case"]
 PHASES: tuple[str, ...] = ("load", "prefill", "decode", "case")
 
 FLASH_ATTN_VALUES = ("auto", "on", "off")
+GRAPH_OPT_VALUES = ("disable", "basic", "extended", "all")  # onnxruntime graph optimization levels
 CACHE_TYPES = ("f16", "bf16", "f32", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
 
 
@@ -55,6 +56,7 @@ class Case:
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
     ep: str = "cpu"  # execution provider (onnxruntime); llama.cpp ignores it
+    graph_opt: str = "all"  # onnxruntime graph optimization level; llama.cpp ignores it
     reps: int = 5
     warmup: bool = True
     profile: tuple[str, ...] = ()  # intrusive/extra profilers: "ops", "telemetry", ...
@@ -73,6 +75,8 @@ class Case:
             raise ValueError(f"ubatch ({self.n_ubatch}) must be <= batch ({self.n_batch})")
         if self.flash_attn not in FLASH_ATTN_VALUES:
             raise ValueError(f"flash_attn must be one of {', '.join(FLASH_ATTN_VALUES)}, got {self.flash_attn!r}")
+        if self.graph_opt not in GRAPH_OPT_VALUES:
+            raise ValueError(f"graph_opt must be one of {', '.join(GRAPH_OPT_VALUES)}, got {self.graph_opt!r}")
         for name in ("cache_type_k", "cache_type_v"):
             if getattr(self, name) not in CACHE_TYPES:
                 raise ValueError(f"{name} must be one of {', '.join(CACHE_TYPES)}, got {getattr(self, name)!r}")
@@ -118,7 +122,7 @@ CASE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Case))
 # Fields of a case that identify "the same measurement" across runs (compare joins on them).
 KEY_FIELDS: tuple[str, ...] = (
     "device", "backend", "model", "quant", "n_threads", "n_gpu_layers", "n_prompt", "n_gen",
-    "depth", "n_ctx", "n_batch", "n_ubatch", "flash_attn", "cache_type_k", "cache_type_v", "ep",
+    "depth", "n_ctx", "n_batch", "n_ubatch", "flash_attn", "cache_type_k", "cache_type_v", "ep", "graph_opt",
 )
 
 
@@ -200,7 +204,7 @@ MODEL_INFO_FIELDS: tuple[str, ...] = (
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "run_id", "case_id", "device", "backend", "model", "model_sha256", "synthetic", "preset", "quant",
     "bpw", "n_params", "model_bytes", "n_threads", "n_gpu_layers", "n_ctx", "n_prompt", "n_gen",
-    "depth", "n_batch", "n_ubatch", "flash_attn", "cache_type_k", "cache_type_v", "ep", "reps",
+    "depth", "n_batch", "n_ubatch", "flash_attn", "cache_type_k", "cache_type_v", "ep", "graph_opt", "reps",
     "load_ms", "prefill_tok_s", "prefill_tok_s_std", "ttft_ms", "decode_tok_s", "decode_tok_s_std",
     "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99", "prefill_cv", "decode_cv",
     "weights_bytes", "kv_bytes", "kv_used_bytes", "compute_bytes", "rss_peak_bytes", "gpu_peak_bytes",

@@ -27,7 +27,7 @@ SWEEP_PARAMS: dict[str, tuple[str, type]] = {
     "threads": ("n_threads", int), "ctx": ("n_ctx", int), "batch": ("n_batch", int),
     "ubatch": ("n_ubatch", int), "n_gpu_layers": ("n_gpu_layers", int),
     "flash_attn": ("flash_attn", str), "cache_type_k": ("cache_type_k", str),
-    "cache_type_v": ("cache_type_v", str), "ep": ("ep", str),
+    "cache_type_v": ("cache_type_v", str), "ep": ("ep", str), "graph_opt": ("graph_opt", str),
 }
 SCALAR_PARAMS: dict[str, type] = {"reps": int, "timeout": float, "warmup": bool}
 LIST_PARAMS = ("models", "quants", "backends", "profile")

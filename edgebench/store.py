@@ -114,8 +114,13 @@ class Store:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             metadata.create_all(self.engine)
+            have = {c["name"] for c in sa.inspect(self.engine).get_columns("cases")}
         except sa.exc.OperationalError as e:
             raise InputError(f"cannot open the results store {url}: {e.orig}") from None
+        missing = sorted({c.name for c in cases.columns} - have)
+        if missing:  # written by an older edgebench; no migrations yet (SCHEMA_VERSION history)
+            raise InputError(f"the results store {url} was written by an older edgebench (no column "
+                             f"{', '.join(missing)}): use another --out, or `edgebench ingest` its run folders")
 
     # -- writing -----------------------------------------------------------------------------
     def create_run(self, run_id: str, device: str, spec: dict, env: dict) -> None:

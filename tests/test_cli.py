@@ -217,3 +217,31 @@ def test_truncated_gguf_is_refused_before_running(tmp_path, capsys, tiny_gguf):
     code, _, err = run_cli(capsys, "run", "-m", cut, "-o", tmp_path / "o")
     assert code == 2 and "cut.gguf" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()  # nothing run, nothing written
+
+
+def test_folder_of_gguf_models_runs_each(tmp_path, capsys, tiny_gguf):
+    import shutil
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for q in ("Q8_0", "Q4_K_M"):
+        shutil.copy(tiny_gguf[q], folder / f"m-{q}.gguf")
+    code, _, err = run_cli(capsys, "run", "-m", folder, "-p", "16", "-n", "2", "-r", "1", "-o", tmp_path / "o", "--no-report")
+    assert code == 0, err
+    _, text, _ = run_cli(capsys, "show", "--format", "json", "-o", tmp_path / "o")
+    assert sorted(r["quant"] for r in json.loads(text)) == ["Q4_K_M", "Q8_0"]  # read from the files
+
+
+def test_bad_graph_opt_and_old_store(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "run", "-m", fake(tmp_path), "--backend", "fake", "--graph-opt", "max")
+    assert code == 2 and "graph_opt must be one of" in err
+    import sqlite3
+
+    old = tmp_path / "old"
+    old.mkdir()
+    con = sqlite3.connect(old / "edgebench.db")
+    con.execute("CREATE TABLE cases (run_id TEXT, case_id INTEGER)")
+    con.commit()
+    con.close()
+    code, _, err = run_cli(capsys, "runs", "-o", old)
+    assert code == 2 and "older edgebench" in err

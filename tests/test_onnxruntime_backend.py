@@ -207,3 +207,13 @@ def test_versions_and_class_facts(backend):
     assert v["onnxruntime"] and "CPUExecutionProvider" in v["providers_available"]
     assert OnnxRuntimeBackend.capabilities == {"ops", "kv_bytes"}
     assert OnnxRuntimeBackend.check_quant("INT8") == "int8" and OnnxRuntimeBackend.check_quant("Q8_0") is None
+
+
+def test_graph_optimization_level_reaches_the_session(small_onnx, tmp_path):
+    from edgebench.runner import run_worker
+
+    model = str(small_onnx["fp32"])
+    for level in ("disable", "all"):
+        res = run_worker(Case(backend="onnxruntime", model=model, n_prompt=8, n_gen=2, reps=1, graph_opt=level),
+                         tmp_path / f"{level}.log")
+        assert res.status == "ok", res.error

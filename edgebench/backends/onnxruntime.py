@@ -63,6 +63,10 @@ def _activation_rows(args: dict[str, Any]) -> int:
     return math.prod(shape[:-1]) if len(shape) <= 3 else shape[-2]
 
 
+_GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+              "all": "ORT_ENABLE_ALL"}
+
+
 class OnnxRuntimeBackend(Backend, OpTracer):
     name = "onnxruntime"
     capabilities = frozenset({"ops", "kv_bytes"})
@@ -153,7 +157,7 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         so = ort.SessionOptions()
         so.intra_op_num_threads = self._case.n_threads
         so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _GRAPH_OPT[self._case.graph_opt])
         so.log_severity_level = 3
         if profile:
             so.enable_profiling = True

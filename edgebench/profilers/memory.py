@@ -35,10 +35,13 @@ def _vm_hwm_bytes() -> int | None:
 class MemoryProfiler(Profiler):
     name: ClassVar[str] = "memory"
 
-    def __init__(self, interval_s: float = 0.05):
+    def __init__(self, interval_s: float = 0.05, nvml=None):
         import psutil
 
         self.interval_s = interval_s
+        self._nvml = nvml  # a pynvml-like module; None: pynvml if a GPU is there
+        self._gpus: list = []
+        self._gpu_timeline: list[tuple[int, int, str]] = []  # (t_ns, bytes, "process"|"device")
         self._proc = psutil.Process()
         self._backend: "Backend | None" = None
         self._samples: list[Sample] = []
@@ -50,14 +53,45 @@ class MemoryProfiler(Profiler):
 
     def attach(self, backend: "Backend") -> None:
         self._backend = backend
+        self._open_nvml()
         self._thread = threading.Thread(target=self._run, name="edgebench-rss", daemon=True)
         self._thread.start()
+
+    def _open_nvml(self) -> None:
+        """GPU memory through NVML where there is a GPU; nothing (and no warning) where there is none."""
+        try:
+            if self._nvml is None:
+                import pynvml
+
+                self._nvml = pynvml
+            self._nvml.nvmlInit()
+            self._gpus = [self._nvml.nvmlDeviceGetHandleByIndex(i) for i in range(self._nvml.nvmlDeviceGetCount())]
+        except Exception:  # no driver, no library, NotSupported (Jetson): no GPU figures
+            self._gpus = []
+
+    def _gpu_bytes(self) -> tuple[int, str] | None:
+        """This process's GPU memory (or, where NVML cannot tell per process, the devices' use)."""
+        nv, pid, total, per_process = self._nvml, self._proc.pid, 0, True
+        for h in self._gpus:
+            try:
+                total += sum(p.usedGpuMemory or 0 for p in nv.nvmlDeviceGetComputeRunningProcesses(h) if p.pid == pid)
+            except Exception:
+                try:
+                    total += nv.nvmlDeviceGetMemoryInfo(h).used
+                    per_process = False
+                except Exception:
+                    return None
+        return total, "process" if per_process else "device"
 
     def _run(self) -> None:
         while not self._stop.is_set():
             rss = self._proc.memory_info().rss
+            gpu = self._gpu_bytes() if self._gpus else None
+            t = time.perf_counter_ns() - self._t0
             with self._lock:
-                self._timeline.append((time.perf_counter_ns() - self._t0, rss))
+                self._timeline.append((t, rss))
+                if gpu is not None:
+                    self._gpu_timeline.append((t, *gpu))
             self._stop.wait(self.interval_s)
 
     def detach(self, backend: "Backend") -> None:
@@ -74,6 +108,12 @@ class MemoryProfiler(Profiler):
         with self._lock:
             window = [(t, v) for t, v in self._timeline if start <= t <= end]
             self._timeline = [(t, v) for t, v in self._timeline if t > end]
+            gpu = [(t, v, how) for t, v, how in self._gpu_timeline if start <= t <= end]
+            self._gpu_timeline = [g for g in self._gpu_timeline if g[0] > end]
+        for i, (t, v, how) in enumerate(gpu):
+            self._samples.append(Sample(rep, phase, "gpu_mem_bytes", v, idx=i, label=how, t_ns=t))
+        if gpu:
+            self._samples.append(Sample(rep, phase, "gpu_peak_bytes", max(v for _, v, _ in gpu), label=gpu[0][2]))
         for i, (t, v) in enumerate(window):
             self._samples.append(Sample(rep, phase, "rss_bytes", v, idx=i, t_ns=t))
         peak = max([v for _, v in window] + [rss_now])
