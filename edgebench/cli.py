@@ -55,6 +55,7 @@ def run(
     no_warmup: bool = typer.Option(False, "--no-warmup", help="Skip the warmup run."),
     config: Optional[Path] = typer.Option(None, "--config", help="sweep.toml with the same options."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Output folder (store + run folders)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Results database URL (default: OUT/edgebench.db), e.g. postgresql://host/db for a fleet."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Finish a partial run (RUN_ID)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML/Markdown report."),
 ) -> None:
@@ -63,7 +64,7 @@ def run(
     from edgebench import session
 
     if resume:
-        code = session.resume(resume, out, report=not no_report)
+        code = session.resume(resume, out, report=not no_report, store_target=store)
         raise typer.Exit(code)
     options = dict(
         models=[m for arg in (model or []) for m in arg.split(",")] or None, quants=quant, backends=backend,
@@ -73,7 +74,7 @@ def run(
         cooldown=cooldown, cooldown_temp=cooldown_temp,
         verify=False if no_verify else None, warmup=False if no_warmup else None,
     )
-    raise typer.Exit(session.start(options, config, out, report=not no_report))
+    raise typer.Exit(session.start(options, config, out, report=not no_report, store_target=store))
 
 
 @app.command()

@@ -89,7 +89,8 @@ def _fit_check(memory_bytes: int | None):
     return (lambda case: fit_problem(case, memory_bytes)) if memory_bytes else None
 
 
-def start(options: dict[str, Any], config: Path | None, out: Path, report: bool = True) -> int:
+def start(options: dict[str, Any], config: Path | None, out: Path, report: bool = True,
+          store_target: str | None = None) -> int:
     cfg = specmod.load_toml(config) if config else None
     spec = specmod.build_spec(options, cfg)
     if cfg and cfg.get("out") and out == Path("reports"):
@@ -98,7 +99,7 @@ def start(options: dict[str, Any], config: Path | None, out: Path, report: bool 
     device = profile.name
     planned, notes = _plan(spec)
     check_writable(out)
-    store = Store(out)
+    store = Store(store_target or out)
     run_id = runner.new_run_id()
     env = collect_environment() | device_env
     env["fair_run_warnings"] = fair_run_warnings(profile, env)
@@ -115,8 +116,8 @@ def start(options: dict[str, Any], config: Path | None, out: Path, report: bool 
     return _execute(store, run_id, spec, planned, out, set(), report)
 
 
-def resume(run_id: str, out: Path, report: bool = True) -> int:
-    store = Store(out, create=False)
+def resume(run_id: str, out: Path, report: bool = True, store_target: str | None = None) -> int:
+    store = Store(store_target or out, create=False)
     run = store.get_run(run_id)
     spec = specmod.RunSpec.from_dict(run.spec)
     planned, _ = _plan(spec)

@@ -169,7 +169,9 @@ class Store:
         if doc.get("schema_version") != SCHEMA_VERSION:
             raise InputError(f"{run_dir}: schema version {doc.get('schema_version')} is not {SCHEMA_VERSION}")
         run_id = doc["run_id"]
-        with self.engine.begin() as c:
+        with self.engine.begin() as c:  # replace the whole run: children first (foreign keys)
+            c.execute(samples.delete().where(samples.c.run_id == run_id))
+            c.execute(cases.delete().where(cases.c.run_id == run_id))
             c.execute(runs.delete().where(runs.c.run_id == run_id))
             c.execute(runs.insert().values(
                 run_id=run_id, created_at=doc["created_at"], finished_at=doc.get("finished_at"),
@@ -231,6 +233,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")  # as PostgreSQL does: the same code must pass on both
     cur.close()
 
 
