@@ -233,7 +233,9 @@ def perf_shares(backend, case: Case, reps: int, freq: int, stack_bytes: int, wor
 def tracer_shares(backend, case: Case, reps: int, rng) -> tuple[dict, dict, dict]:
     """(corrected, raw) class shares from the ops profiler, and its summary."""
     from edgebench.profilers.ops import OpsProfiler
+    from edgebench.worker import _measure_rep
 
+    plain_pre, plain_steps = _measure_rep(backend, case, rng, backend.n_vocab, [], 0)  # untraced reference
     p = OpsProfiler()
     p.attach(backend)
     walls: list = []
@@ -258,7 +260,8 @@ def tracer_shares(backend, case: Case, reps: int, rng) -> tuple[dict, dict, dict
         return {ph: {c: sum(v for k, v in sh.items() if (k in ("mul_mat", "mul_mat_vec") and c == "mul_mat*") or k == c)
                      for c in CMP_CLASSES} for ph, sh in d.items()}
 
-    summary = dict(p.summary_extra or {})
+    profiled = sum(np.mean([ns for ph, _, ns in walls if ph == phase]) for phase in ("prefill", "decode"))
+    summary = {"ops_overhead_pct": opstats.overhead_pct(profiled, plain_pre + sum(plain_steps))}
     summary.update({f"launch_ns_{ph}": opstats.launch_ns(df, ph) for ph in ("prefill", "decode")})
     return merge(cor), merge(raw), summary
 
@@ -304,7 +307,7 @@ def main() -> int:
 
     print(f"\n{Path(args.model).name}  quant={info.quant}  p={case.n_prompt} n={case.n_gen} t={case.n_threads}"
           f"  tracer reps={args.reps}  perf reps={args.perf_reps} @ {args.freq} Hz")
-    print(f"ops profiler: overhead {summary.get('ops_overhead_pct') or float('nan'):.1f}% (vs one plain reference rep);"
+    print(f"ops profiler: overhead {summary.get('ops_overhead_pct') or float('nan'):.1f}% (vs one plain rep of the same work);"
           f" launch cost {summary['launch_ns_prefill'] / 1e3:.2f} us (prefill), {summary['launch_ns_decode'] / 1e3:.2f} us (decode)")
     for phase in ("prefill", "decode"):
         ps, counts = perf[phase]

@@ -94,8 +94,6 @@ def summarize_case(run_id: str, device: str, case: dict[str, Any], s) -> dict[st
     row["synthetic"] = bool(case.get("preset"))
     row.update(timing_summary(s, int(case["n_prompt"]), int(case["n_gen"])))
     row.update(memory_summary(s, model_info))
-    for extra in info.get("summary_extra", {}).items():  # e.g. ops shares added by a profiler
-        row.setdefault(*extra)
     if (s["metric"] == "op_ns").any():  # the ops profiler ran: shares computed on read
         from edgebench.opstats import ops_summary
 

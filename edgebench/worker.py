@@ -115,9 +115,6 @@ def run_case(case: Case, emit: Emit) -> None:
                        Sample(rep, "decode", "profiled_ns", sum(steps), label=p.name)])
             p.detach(backend)
             flush(p.collect())
-            summary = getattr(p, "summary_extra", None)
-            if summary:
-                emit({"t": "info", "info": {"summary_extra": summary}})
         for p in passive:
             p.detach(backend)
         flush()

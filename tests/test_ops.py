@@ -127,10 +127,10 @@ def test_profiler_samples_and_shares(traced):
         assert abs(sum(r["share_corrected"] for r in rows if r["phase"] == phase) - 1.0) < 1e-9
     nodes = df[df["metric"] == "node_ns"]
     assert "result_output" in set(nodes["label"])
-    extra = prof.summary_extra
-    assert set(extra) == {"mul_mat_vec_share_decode", "mul_mat_share_prefill", "ops_overhead_pct"}
+    # the summary columns, computed on read (the overhead needs the plain reps: see the worker test)
+    extra = opstats.ops_summary(df)
+    assert {"mul_mat_vec_share_decode", "mul_mat_share_prefill", "ops_overhead_pct"} <= set(extra)
     assert 0.0 < extra["mul_mat_vec_share_decode"] <= 1.0 and 0.0 < extra["mul_mat_share_prefill"] <= 1.0
-    assert extra["ops_overhead_pct"] is not None  # the reference rep ran (no value asserted: timing)
 
 
 def test_untimed_work_outside_phases_is_not_traced(traced):
@@ -237,10 +237,9 @@ def test_run_worker_with_ops_profile_end_to_end(tiny_gguf, tmp_path):
     assert set(prof["label"]) == {"ops"} and len(prof) == 2 * 2  # ops profiles min(reps, 3) = 2 reps
     plain = df[df["metric"] == "decode_step_ns"]
     assert set(plain["rep"]) == {0, 1} and len(plain) == 2 * 4  # the plain reps are all there
-    extra = res.info["summary_extra"]
-    assert 0.0 < extra["mul_mat_vec_share_decode"] <= 1.0
-    assert 0.0 < extra["mul_mat_share_prefill"] <= 1.0
     summary = opstats.ops_summary(df)
+    assert 0.0 < summary["mul_mat_vec_share_decode"] <= 1.0
+    assert 0.0 < summary["mul_mat_share_prefill"] <= 1.0
     assert summary["ops_overhead_pct"] is not None
     for sh in opstats.class_shares(df).values():
         assert abs(sum(sh.values()) - 1.0) < 1e-9

@@ -23,9 +23,6 @@ class Profiler(ABC):
     # Backend capabilities the profiler needs; without them it is skipped with a reason.
     requires: ClassVar[frozenset[str]] = frozenset()
     intrusive: ClassVar[bool] = False
-    # Derived per-case values an intrusive profiler adds to the summary row (e.g. op shares).
-    summary_extra: dict[str, float] | None = None
-
     def reps_for(self, case) -> int:
         """How many reps of its own an intrusive profiler runs (after the plain timing reps)."""
         return max(1, min(case.reps, 2))

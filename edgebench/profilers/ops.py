@@ -21,10 +21,8 @@ fork/join, synchronize, a ctypes round trip) and breaks the CPU backend's RMS_NO
     (they may wait for a sleeping thread), is stored per (phase, rep). Measured in the state the
     phase left the machine in: on a VM the fork/join cost moves between regimes (here 1.5 and
     4.5 us) with the machine's load.
-  - overhead %: profiled / plain wall time of the same work - 1. Stored samples give it on read
-    (opstats.ops_summary: profiled_ns vs the plain reps); summary_extra carries the value against
-    one untraced reference rep the profiler times itself just before tracing (when the backend
-    exposes ``case`` and ``n_vocab``), since the plain reps' samples never reach the profiler.
+  - overhead %: profiled / plain wall time of the same work - 1, computed on read by
+    opstats.ops_summary from the profiled_ns samples and the plain reps of the same case.
 Stalls. A launch may wait for a worker thread the OS put to sleep or preempted: milliseconds on a
 busy machine, landing on whichever node runs. A node's typical time is the median over its
 repeats: the same (name, op) in every decode step of every rep; in prefill, the same (name, op,
@@ -37,7 +35,6 @@ edgebench.opstats from the raw samples stored here.
 from __future__ import annotations
 
 import statistics
-import time
 from collections import defaultdict
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar, Iterator
@@ -51,7 +48,6 @@ if TYPE_CHECKING:
 LAUNCH_PHASE = "launch"  # events "launch/<phase>": the tracer's no-op launch probe after that phase
 LAUNCH_WARM_IN = 8  # first probe nodes dropped: they may wait for a sleeping worker thread
 TOP_NODES = 30  # named nodes stored per phase
-SEED = 4321
 
 
 class OpsProfiler(Profiler):
@@ -66,24 +62,18 @@ class OpsProfiler(Profiler):
     def __init__(self) -> None:
         self._backend = None
         self._events: list = []
-        self._wall: dict[str, list[int]] = defaultdict(list)  # phase -> wall ns per profiled rep
-        self._reference: dict[str, int] = {}  # phase -> untraced ns of one reference rep
-        self.summary_extra = None
 
     def attach(self, backend: "Backend") -> None:
         self._backend = backend
-        self._reference = _plain_reference(backend)
         backend.ops_begin()
 
     @contextmanager
     def phase(self, phase: str, rep: int) -> Iterator[None]:
         b = self._backend
         b.ops_mark(phase, rep)
-        t0 = time.perf_counter_ns()
         try:
             yield
         finally:
-            self._wall[phase].append(time.perf_counter_ns() - t0)
             b.ops_mark("", rep)
 
     def detach(self, backend: "Backend") -> None:
@@ -94,22 +84,7 @@ class OpsProfiler(Profiler):
         events, self._events = self._events, []
         if not events:
             return []
-        samples = _op_samples(events)
-        self.summary_extra = self._summary(samples)
-        return samples
-
-    def _summary(self, samples: list[Sample]) -> dict[str, float | None]:
-        import pandas as pd
-
-        from edgebench import opstats
-
-        df = pd.DataFrame([s.to_dict() for s in samples])
-        s = opstats.ops_summary(df)  # shares (corrected); its overhead needs the plain reps: not here
-        prof = sum(statistics.mean(v) for p, v in self._wall.items() if p in self._reference and v)
-        ref = sum(v for p, v in self._reference.items() if self._wall.get(p))
-        return {"mul_mat_vec_share_decode": s["mul_mat_vec_share_decode"],
-                "mul_mat_share_prefill": s["mul_mat_share_prefill"],
-                "ops_overhead_pct": opstats.overhead_pct(prof, ref)}
+        return _op_samples(events)
 
 
 def _op_samples(events) -> list[Sample]:
@@ -161,32 +136,4 @@ def _op_samples(events) -> list[Sample]:
     for (phase, rep), ns in sorted(probes.items()):
         kept = ns[LAUNCH_WARM_IN:] if len(ns) > 2 * LAUNCH_WARM_IN else ns
         out.append(Sample(rep, phase, "op_launch_ns", float(statistics.median(kept))))
-    return out
-
-
-def _plain_reference(backend) -> dict[str, int]:
-    """One untraced rep of the case's work (as the worker measures it), timed just before tracing
-    starts: {"prefill": ns, "decode": ns summed over the steps}. Empty when the backend does not
-    expose ``case`` and ``n_vocab``."""
-    case, n_vocab = getattr(backend, "case", None), getattr(backend, "n_vocab", None)
-    if case is None or not n_vocab:
-        return {}
-    import numpy as np
-
-    rng = np.random.default_rng(SEED)
-    depth = rng.integers(0, n_vocab, case.depth).tolist()
-    prompt = rng.integers(0, n_vocab, case.n_prompt).tolist()
-    gen = rng.integers(0, n_vocab, case.n_gen).tolist()
-    clock = time.perf_counter_ns
-    backend.reset()
-    if depth:
-        backend.prefill(depth)
-    t0 = clock()
-    backend.prefill(prompt)
-    out = {"prefill": clock() - t0, "decode": 0}
-    for tok in gen:
-        t0 = clock()
-        backend.decode_step(tok)
-        out["decode"] += clock() - t0
-    backend.reset()
     return out
