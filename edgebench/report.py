@@ -102,25 +102,13 @@ def _roofline(row: dict[str, Any], bw_gbs: float | None) -> dict[str, Any]:
             "roof_pct": row["decode_tok_s"] / bound}
 
 
-def _extras(s, row: dict[str, Any], notes: set[str]) -> dict[str, Any]:
-    """Op shares and energy from a case's raw samples, via the modules that own those numbers."""
-    out: dict[str, Any] = {"op_shares": {}}
-    if (s["metric"] == "op_ns").any():
-        try:
-            from edgebench.opstats import class_shares, ops_summary
+def _op_shares(s) -> dict[str, dict[str, float]]:
+    """Corrected op-class shares per phase for the op figure (the summary columns come from stats)."""
+    if not (s["metric"] == "op_ns").any():
+        return {}
+    from edgebench.opstats import class_shares
 
-            out["op_shares"] = class_shares(s, corrected=True) or {}
-            out.update(ops_summary(s) or {})
-        except ImportError:
-            notes.add("op samples are stored but edgebench.opstats is not installed: op shares are not shown")
-    if s["metric"].isin(("energy_j", "power_w")).any():
-        try:
-            from edgebench.energy import summarize_energy
-
-            out.update(summarize_energy(s, int(row["n_prompt"]), int(row["n_gen"])) or {})
-        except ImportError:
-            notes.add("power samples are stored but edgebench.energy is not installed: energy is not shown")
-    return out
+    return class_shares(s, corrected=True) or {}
 
 
 def collect(store, run_ids: list[str]):
@@ -136,7 +124,7 @@ def collect(store, run_ids: list[str]):
             s = samples[samples["case_id"] == case["case_id"]]
             row = stats.summarize_case(run.run_id, run.device, case, s)
             if row.get("status") == "ok":
-                row.update(_extras(s, row, notes))
+                row["op_shares"] = _op_shares(s)
                 row.update(_roofline(row, _bandwidth_gbs(run, bw)))
                 if row.get("throttled"):
                     notes.add(f"run {run.run_id} case {row['case_id']} ({row.get('model')} {row.get('quant')}) was "

@@ -179,10 +179,8 @@ def _stop_on_sigterm() -> None:
 
 
 def _write_report(store: Store, run_id: str, run_dir: Path) -> None:
-    try:
-        from edgebench import report
-    except ImportError:  # the report module is optional at this stage of the project
-        return
+    from edgebench import report
+
     try:
         path = report.write_report(store, [run_id], run_dir)
         console.print(f"report: {path}")

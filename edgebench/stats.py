@@ -98,7 +98,7 @@ def summarize_case(run_id: str, device: str, case: dict[str, Any], s) -> dict[st
         from edgebench.opstats import ops_summary
 
         row.update(ops_summary(s))
-    if (s["metric"] == "energy_j").any() or (s["metric"] == "temp_c").any():  # telemetry ran
+    if s["metric"].isin(("energy_j", "power_w", "temp_c")).any():  # telemetry ran
         from edgebench.energy import summarize_energy
 
         row.update(summarize_energy(s, int(case["n_prompt"]), int(case["n_gen"])))
