@@ -26,3 +26,20 @@ def model_arg(description: str) -> argparse.Namespace:
         args.threads = physical_cores()
     args.model = str(Path(args.model))
     return args
+
+
+def loaded_backend(a: argparse.Namespace):
+    """(backend, case, info, rng): llama.cpp loaded for the parsed arguments and warmed up once
+    with the worker's own rep (untimed)."""
+    import numpy as np
+
+    from edgebench.backends.llama_cpp import LlamaCppBackend
+    from edgebench.records import Case
+    from edgebench.worker import _measure_rep
+
+    case = Case(backend="llama-cpp", model=a.model, n_prompt=a.n_prompt, n_gen=a.n_gen, reps=a.reps, n_threads=a.threads)
+    be = LlamaCppBackend()
+    info = be.load(case)
+    rng = np.random.default_rng(0)
+    _measure_rep(be, case, rng, info.n_vocab, [], -1)
+    return be, case, info, rng

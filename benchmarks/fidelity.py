@@ -13,20 +13,13 @@ import time
 
 import numpy as np
 
-from _common import model_arg
-from edgebench.backends.llama_cpp import LlamaCppBackend
-from edgebench.records import Case
+from _common import loaded_backend, model_arg
 
 
 def main() -> None:
     a = model_arg(__doc__.splitlines()[0])
-    case = Case(backend="llama-cpp", model=a.model, n_prompt=a.n_prompt, n_gen=a.n_gen, reps=a.reps, n_threads=a.threads)
-    be = LlamaCppBackend()
-    info = be.load(case)
-    rng = np.random.default_rng(0)
+    be, case, info, rng = loaded_backend(a)
     clock = time.perf_counter_ns
-    # warmup
-    be.reset(); be.prefill(rng.integers(0, info.n_vocab, a.n_prompt).tolist()); be.decode_step(1)
     ours_p, ours_d, theirs_p, theirs_d = [], [], [], []
     for _ in range(a.reps):
         prompt = rng.integers(0, info.n_vocab, a.n_prompt).tolist()

@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from _common import model_arg
-from edgebench.backends.llama_cpp import LlamaCppBackend
+from _common import loaded_backend, model_arg
 from edgebench.profilers.memory import MemoryProfiler
-from edgebench.records import Case
 from edgebench.worker import _measure_rep
 
 
 def main() -> None:
     a = model_arg(__doc__.splitlines()[0])
-    case = Case(backend="llama-cpp", model=a.model, n_prompt=a.n_prompt, n_gen=a.n_gen, reps=a.reps, n_threads=a.threads)
-    be = LlamaCppBackend()
-    info = be.load(case)
-    rng = np.random.default_rng(0)
-    _measure_rep(be, case, rng, info.n_vocab, [], -1)  # warmup
+    be, case, info, rng = loaded_backend(a)
     res = {"off": ([], []), "on": ([], [])}
     for rep in range(a.reps):
         for mode in (("off", "on") if rep % 2 else ("on", "off")):

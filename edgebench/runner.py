@@ -116,12 +116,13 @@ def run_worker(case: Case, log_path: Path, on_msg: Callable[[dict], None] = lamb
             sel.close()
             os.close(read_fd)
         rc = proc.wait()
-    if res.status == "ok":
+    if res.status == "ok" and (rc != 0 or not got_end):
+        tail = _tail(log_path)
+        res.status = "failed"
         if rc < 0:
-            res.status, res.error = "failed", _signal_reason(rc) + (f": {_tail(log_path)}" if _tail(log_path) else "")
-        elif rc != 0 or not got_end:
-            res.status = "failed"
-            res.error = res.error or f"worker exited with code {rc}: {_tail(log_path)}"
+            res.error = _signal_reason(rc) + (f": {tail}" if tail else "")
+        else:
+            res.error = res.error or f"worker exited with code {rc}: {tail}"
     return res
 
 

@@ -14,7 +14,7 @@ from edgebench import runner, spec as specmod
 from edgebench.environment import collect_environment, fair_run_warnings, measure_memory_bandwidth, physical_cores
 from edgebench.errors import InputError
 from edgebench.records import Case
-from edgebench.store import Store
+from edgebench.store import Store, store_url
 
 console = Console(stderr=True)
 
@@ -153,8 +153,9 @@ def _execute(store: Store, run_id: str, spec: specmod.RunSpec, planned: list, ou
                                       _fit_check(store.get_run(run_id).env.get("device_memory_bytes")))
         status = "complete" if counts.get("failed", 0) == 0 else "partial"
     except KeyboardInterrupt:
+        store_arg = "" if store.url == store_url(out) else f" --store {store.url}"
         console.print(f"[yellow]interrupted[/yellow]: finished cases are stored; continue with "
-                      f"`edgebench run --resume {run_id} --out {out}`")
+                      f"`edgebench run --resume {run_id} --out {out}{store_arg}`")
         return 130
     finally:
         store.finish_run(run_id, status)
