@@ -16,12 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 SCHEMA_VERSION = 1
-
-Phase = Literal["load", "prefill", "decode", "case"]
-PHASES: tuple[str, ...] = ("load", "prefill", "decode", "case")
 
 FLASH_ATTN_VALUES = ("auto", "on", "off")
 GRAPH_OPT_VALUES = ("disable", "basic", "extended", "all")  # onnxruntime graph optimization levels
@@ -117,8 +114,6 @@ class Case:
         return json.dumps(d, sort_keys=True)
 
 
-CASE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Case))
-
 # Fields of a case that identify "the same measurement" across runs (compare joins on them).
 KEY_FIELDS: tuple[str, ...] = (
     "device", "backend", "model", "quant", "n_threads", "n_gpu_layers", "n_prompt", "n_gen",
@@ -189,11 +184,6 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def check_metric(name: str) -> None:
-    if name not in METRICS:
-        raise KeyError(f"unknown metric {name!r}: add it to edgebench.records.METRICS")
-
-
 # Per-case model facts read from the file and the runtime (never from the file name).
 MODEL_INFO_FIELDS: tuple[str, ...] = (
     "model_name", "model_sha256", "synthetic", "arch", "quant", "bpw", "n_params", "model_bytes",
@@ -211,5 +201,3 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "kv_share", "embed_share",
     "status", "error",
 )
-
-CaseStatus = Literal["ok", "failed", "skipped", "pending"]

@@ -134,10 +134,6 @@ class Store:
         with self.engine.begin() as c:
             c.execute(runs.update().where(runs.c.run_id == run_id).values(status=status, finished_at=time.time()))
 
-    def update_run_env(self, run_id: str, env: dict) -> None:
-        with self.engine.begin() as c:
-            c.execute(runs.update().where(runs.c.run_id == run_id).values(env_json=json.dumps(env, default=str)))
-
     def save_case(self, run_id: str, case_id: int, case: Case, status: str, error: str,
                   info: dict, case_samples: Iterable[Sample], started_at: float, finished_at: float) -> None:
         """Write one case and all its samples in one transaction (replacing an earlier attempt)."""
