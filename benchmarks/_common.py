@@ -17,11 +17,11 @@ def model_arg(description: str) -> argparse.Namespace:
     ap.add_argument("-t", "--threads", type=int, default=0)
     args = ap.parse_args()
     if not args.model:
-        from edgebench import synth
+        from edgebench.models import synth_gguf
 
-        args.model = str(synth.ensure_model(args.preset, args.quant))
+        args.model = str(synth_gguf.ensure_model(args.preset, args.quant))
     if not args.threads:
-        from edgebench.environment import physical_cores
+        from edgebench.machine.environment import physical_cores
 
         args.threads = physical_cores()
     args.model = str(Path(args.model))
@@ -35,7 +35,7 @@ def loaded_backend(a: argparse.Namespace):
 
     from edgebench.backends.llama_cpp import LlamaCppBackend
     from edgebench.records import Case
-    from edgebench.worker import _measure_rep
+    from edgebench.run.worker import _measure_rep
 
     case = Case(backend="llama-cpp", model=a.model, n_prompt=a.n_prompt, n_gen=a.n_gen, reps=a.reps, n_threads=a.threads)
     be = LlamaCppBackend()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 from _common import loaded_backend, model_arg
 
 
@@ -26,10 +25,14 @@ def main() -> None:
         gen = rng.integers(0, info.n_vocab, a.n_gen).tolist()
         be.reset()
         be.perf_reset()
-        t0 = clock(); be.prefill(prompt); pre = clock() - t0
+        t0 = clock()
+        be.prefill(prompt)
+        pre = clock() - t0
         steps = 0
         for tok in gen:
-            t0 = clock(); be.decode_step(tok); steps += clock() - t0
+            t0 = clock()
+            be.decode_step(tok)
+            steps += clock() - t0
         perf = be.perf_context()
         ours_p.append(a.n_prompt / (pre / 1e9))
         ours_d.append(a.n_gen / (steps / 1e9))

@@ -9,10 +9,10 @@ Prints on/off ratios; the target is >= 0.98.
 from __future__ import annotations
 
 import numpy as np
-
 from _common import loaded_backend, model_arg
+
 from edgebench.profilers.memory import MemoryProfiler
-from edgebench.worker import _measure_rep
+from edgebench.run.worker import _measure_rep
 
 
 def main() -> None:

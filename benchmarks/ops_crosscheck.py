@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edgebench import opstats
-from edgebench.ops_taxonomy import OP_CLASSES, classify_ggml
-from edgebench.records import Case
+from edgebench.analysis import ops as opstats
+from edgebench.backends.op_classes import classify_ggml
+from edgebench.records import OP_CLASSES, Case
 
 CMP_CLASSES = ("mul_mat*",) + tuple(c for c in OP_CLASSES if c not in ("mul_mat", "mul_mat_vec"))
 _FWD = "ggml_compute_forward_"
@@ -233,7 +233,7 @@ def perf_shares(backend, case: Case, reps: int, freq: int, stack_bytes: int, wor
 def tracer_shares(backend, case: Case, reps: int, rng) -> tuple[dict, dict, dict]:
     """(corrected, raw) class shares from the ops profiler, and its summary."""
     from edgebench.profilers.ops import OpsProfiler
-    from edgebench.worker import _measure_rep
+    from edgebench.run.worker import _measure_rep
 
     plain_pre, plain_steps = _measure_rep(backend, case, rng, backend.n_vocab, [], 0)  # untraced reference
     p = OpsProfiler()
@@ -283,11 +283,11 @@ def main() -> int:
         print("perf not found (Debian: apt-get install -y linux-perf)", file=sys.stderr)
         return 2
     if not args.model:
-        from edgebench import synth
+        from edgebench.models import synth_gguf
 
-        args.model = str(synth.ensure_model(args.preset, args.quant))
+        args.model = str(synth_gguf.ensure_model(args.preset, args.quant))
     if not args.threads:
-        from edgebench.environment import physical_cores
+        from edgebench.machine.environment import physical_cores
 
         args.threads = physical_cores()
     from edgebench.backends.llama_cpp import LlamaCppBackend

@@ -61,11 +61,10 @@ def run(
 ) -> None:
     """Measure models and store every raw sample. With no options: the smollm-135m preset over the
     default quant ladder at a quick size."""
-    from edgebench import session
+    from edgebench.run import session
 
     if resume:
-        code = session.resume(resume, out, report=not no_report, store_target=store)
-        raise typer.Exit(code)
+        raise typer.Exit(_present_run(session.resume(resume, out, store_target=store), report=not no_report))
     options = dict(
         models=[m for arg in (model or []) for m in arg.split(",")] or None, quants=quant, backends=backend,
         n_prompt=n_prompt, n_gen=n_gen, depth=depth, reps=reps, threads=threads, ctx=ctx, batch=batch,
@@ -74,7 +73,31 @@ def run(
         cooldown=cooldown, cooldown_temp=cooldown_temp,
         verify=False if no_verify else None, warmup=False if no_warmup else None,
     )
-    raise typer.Exit(session.start(options, config, out, report=not no_report, store_target=store))
+    raise typer.Exit(_present_run(session.start(options, config, out, store_target=store), report=not no_report))
+
+
+def _present_run(outcome, report: bool) -> int:
+    """After a run: the summary table, noise warnings, the report; returns the run's exit code."""
+    if outcome.code == EXIT_INTERRUPTED:
+        return outcome.code
+    from rich.console import Console
+
+    from edgebench.analysis.summary import cv_warnings
+    from edgebench.present import tables
+
+    console = Console(stderr=True)
+    tables.print_rows(outcome.rows, "table", title=f"run {outcome.run_id} ({outcome.elapsed_s:.0f} s)")
+    for w in cv_warnings(outcome.rows):
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    if report:
+        from edgebench.present import report as report_mod
+
+        try:
+            console.print(f"report: {report_mod.write_report(outcome.store, [outcome.run_id], outcome.run_dir)}")
+        except Exception as e:  # a report problem must never lose the measured run
+            console.print(f"[yellow]warning:[/yellow] report not written: {type(e).__name__}: {e}")
+    console.print(f"stored in {outcome.store.url}; run folder {outcome.run_dir}")
+    return outcome.code
 
 
 @app.command()
@@ -84,24 +107,25 @@ def show(
     out: str = typer.Option(str(DEFAULT_OUT), "--out", "-o", "--store", help="Output folder holding edgebench.db, or a database URL."),
 ) -> None:
     """Print a stored run's summary."""
-    from edgebench import stats, views
-    from edgebench.store import Store
+    from edgebench.analysis import summary
+    from edgebench.present import tables
+    from edgebench.store.database import Store
 
-    if fmt not in views.FORMATS:
-        raise InputError(f"--format must be one of {', '.join(views.FORMATS)}, got {fmt!r}")
+    if fmt not in tables.FORMATS:
+        raise InputError(f"--format must be one of {', '.join(tables.FORMATS)}, got {fmt!r}")
     store = Store(out, create=False)
     run = store.get_run(run_id)
-    rows = stats.summarize_run(store, run.run_id)
-    views.print_rows(rows, fmt, title=f"run {run.run_id} on {run.device} ({run.status})")
+    rows = summary.summarize_run(store, run.run_id)
+    tables.print_rows(rows, fmt, title=f"run {run.run_id} on {run.device} ({run.status})")
 
 
 @app.command()
 def runs(out: str = typer.Option(str(DEFAULT_OUT), "--out", "-o", "--store", help="Output folder or database URL.")) -> None:
     """List stored runs."""
-    from edgebench import views
-    from edgebench.store import Store
+    from edgebench.present import tables
+    from edgebench.store.database import Store
 
-    views.print_runs(Store(out, create=False))
+    tables.print_runs(Store(out, create=False))
 
 
 @app.command()
@@ -110,8 +134,8 @@ def export(
     out: str = typer.Option(str(DEFAULT_OUT), "--out", "-o", "--store"),
 ) -> None:
     """(Re)write a run's folder: run.json, summary.csv, samples.csv."""
-    from edgebench.export import export_run
-    from edgebench.store import Store
+    from edgebench.analysis.summary import export_run
+    from edgebench.store.database import Store
 
     store = Store(out, create=False)
     run = store.get_run(run_id)
@@ -132,20 +156,21 @@ def ingest(
     out: str = typer.Option(str(DEFAULT_OUT), "--out", "-o", "--store", help="Store to load them into (folder or database URL)."),
 ) -> None:
     """Load run folders into a store (idempotent by run id): how a fleet's results come home."""
-    from edgebench.store import Store
+    from edgebench.store.bundle import ingest_bundle
+    from edgebench.store.database import Store
 
     store = Store(out)
     for d in run_dirs:
-        run_id, n = store.ingest_bundle(d)
+        run_id, n = ingest_bundle(store, d)
         typer.echo(f"{run_id}: {n} case(s) from {d}")
 
 
 @models_app.command("list")
 def models_list() -> None:
     """Presets with their shapes and parameter counts."""
-    from edgebench import views
+    from edgebench.present import tables
 
-    views.print_presets()
+    tables.print_presets()
 
 
 @models_app.command("make")
@@ -156,17 +181,17 @@ def models_make(
     backend: str = typer.Option("llama-cpp", "--backend", help="llama-cpp (GGUF), onnxruntime (ONNX) or onnxruntime-genai (genai folder)."),
 ) -> None:
     """Write a synthetic model at one or more quant levels."""
-    from edgebench import views
+    from edgebench.present import tables
 
-    views.make_models(preset, quant, out, backend)
+    tables.make_models(preset, quant, out, backend)
 
 
 @models_app.command("inspect")
 def models_inspect(path: Path = typer.Argument(..., help="A .gguf file.")) -> None:
     """Architecture, shapes, quant types per tensor group, bits per weight, size, context length."""
-    from edgebench import views
+    from edgebench.present import tables
 
-    views.print_gguf_info(path)
+    tables.print_gguf_info(path)
 
 
 @app.command()
@@ -178,8 +203,8 @@ def report(
     """Write summary.csv, PNG figures, a self-contained index.html and report.md for one or more runs."""
     import time
 
-    from edgebench import report as report_mod
-    from edgebench.store import Store
+    from edgebench.present import report as report_mod
+    from edgebench.store.database import Store
 
     st = Store(store, create=False)  # str, not Path: a Path would fold the '//' of a database URL
     runs_ = [st.get_run(r) for r in (run_ids or ["latest"])]
@@ -203,10 +228,11 @@ def compare(
     force: bool = typer.Option(False, "--force", help="Compare results from different devices."),
 ) -> None:
     """Compare CANDIDATE with BASELINE case by case; exit 3 on a significant regression."""
-    from edgebench import compare as cmp
+    from edgebench.analysis import compare as cmp
+    from edgebench.present import compare_view
 
-    if fmt not in cmp.FORMATS:
-        raise InputError(f"--format must be one of {', '.join(cmp.FORMATS)}, got {fmt!r}")
+    if fmt not in compare_view.FORMATS:
+        raise InputError(f"--format must be one of {', '.join(compare_view.FORMATS)}, got {fmt!r}")
     if not 0 < alpha < 1:
         raise InputError(f"--alpha must be between 0 and 1, got {alpha}")
     opts = cmp.Options(threshold=cmp.parse_fraction(threshold), fail_on=cmp.parse_fail_on(fail_on), alpha=alpha,
@@ -214,11 +240,11 @@ def compare(
                        metrics=tuple(cmp.metric_spec(m.strip()).name for m in (metrics or "").split(",") if m.strip()))
     res = cmp.compare(baseline, candidate, store, opts)
     if fmt == "table":
-        from edgebench.views import console_for_tables
+        from edgebench.present.tables import console_for_tables
 
-        cmp.print_table(res, console_for_tables(140))
+        compare_view.print_table(res, console_for_tables(140))
     else:
-        sys.stdout.write(cmp.render(res, fmt))
+        sys.stdout.write(compare_view.render(res, fmt))
     for w in res.warnings:
         typer.echo(f"edgebench: warning: {w}", err=True)
     raise typer.Exit(EXIT_REGRESSION if res.regressions else EXIT_OK)
@@ -231,25 +257,25 @@ app.add_typer(devices_app, name="devices")
 @devices_app.command("list")
 def devices_list() -> None:
     """Known device profiles."""
-    from edgebench import views
+    from edgebench.present import tables
 
-    views.print_devices()
+    tables.print_devices()
 
 
 @devices_app.command("show")
 def devices_show(name: str = typer.Argument(..., help="Profile name or alias, e.g. jetson-orin.")) -> None:
     """One profile with its numbers and their sources."""
-    from edgebench import views
+    from edgebench.present import tables
 
-    views.print_device(name)
+    tables.print_device(name)
 
 
 @devices_app.command("detect")
 def devices_detect() -> None:
     """What this machine is, and the evidence."""
-    from edgebench import views
+    from edgebench.present import tables
 
-    views.print_detect()
+    tables.print_detect()
 
 
 @app.command()
@@ -263,9 +289,9 @@ def memory(
     flash_attn: bool = typer.Option(True, "--flash-attn/--no-flash-attn", help="Without flash attention the KQ matrix grows with context."),
 ) -> None:
     """Project weights / KV cache / compute memory per context without running anything."""
-    from edgebench import views
+    from edgebench.present import tables
     from edgebench.records import CACHE_TYPES
-    from edgebench.spec import parse_list
+    from edgebench.run.spec import parse_list
 
     ctxs = parse_list(ctx, int, "ctx")
     if not ctxs or min(ctxs) < 1:
@@ -276,7 +302,7 @@ def memory(
         raise InputError(f"unknown cache type {bad[0]!r}; valid: {', '.join(CACHE_TYPES)}")
     if ubatch < 1:
         raise InputError(f"--ubatch must be >= 1, got {ubatch}")
-    views.print_memory_projection(model, list(ctxs), list(types), quant, device, ubatch, flash_attn)
+    tables.print_memory_projection(model, list(ctxs), list(types), quant, device, ubatch, flash_attn)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,13 @@ SCHEMA_VERSION = 1
 
 FLASH_ATTN_VALUES = ("auto", "on", "off")
 GRAPH_OPT_VALUES = ("disable", "basic", "extended", "all")  # onnxruntime graph optimization levels
+ENERGY_TOTAL = "total"  # label of whole-device power / energy samples (per-rail ones are source:rail)
+
+# Op classes (DESIGN.md): one taxonomy for every runtime; backends map their node types onto it.
+OP_CLASSES: tuple[str, ...] = (
+    "mul_mat_vec", "mul_mat", "attention", "norm", "rope", "activation", "elementwise", "copy", "other",
+)
+
 CACHE_TYPES = ("f16", "bf16", "f32", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
 
 
@@ -100,7 +107,7 @@ class Case:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Case":
+    def from_dict(cls, d: dict[str, Any]) -> Case:
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         if "profile" in kw:
@@ -201,3 +208,15 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "kv_share", "embed_share",
     "status", "error",
 )
+
+
+@dataclass(frozen=True)
+class OpEvent:
+    """Time of one executed node, as an op tracer saw it."""
+
+    phase: str  # "prefill" | "decode"
+    rep: int
+    op: str  # runtime op name: MUL_MAT, FLASH_ATTN_EXT, MatMulNBits ...
+    op_class: str  # one of OP_CLASSES
+    name: str  # node name: ffn_down-12, result_output, /model/layers.0/attn/...
+    ns: int

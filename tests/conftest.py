@@ -25,6 +25,6 @@ def model_cache(tmp_path_factory) -> Path:
 def tiny_gguf(model_cache) -> dict[str, Path]:
     """The `tiny` llama-architecture preset, written with the gguf package and quantized by
     llama.cpp's own quantizer, at the levels the tests use."""
-    from edgebench import synth
+    from edgebench.models import synth_gguf
 
-    return {q: synth.ensure_model("tiny", q, cache=model_cache) for q in ("F16", "Q8_0", "Q4_K_M")}
+    return {q: synth_gguf.ensure_model("tiny", q, cache=model_cache) for q in ("F16", "Q8_0", "Q4_K_M")}

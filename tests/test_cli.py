@@ -120,7 +120,7 @@ def test_ctrl_c_keeps_finished_cases_and_resume_finishes(tmp_path, sig):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     db = out / "edgebench.db"
     deadline = time.time() + 60
-    from edgebench.store import Store
+    from edgebench.store.database import Store
     while time.time() < deadline:  # wait until the first case is stored
         if db.exists():
             try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from edgebench import compare as cmp
+from edgebench.analysis import compare as cmp
 from edgebench.cli import main
 from edgebench.errors import InputError
 
@@ -145,7 +145,7 @@ def test_run_ids_in_a_store(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
     mg = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mg)
-    from edgebench.store import Store
+    from edgebench.store.database import Store
 
     store = Store(tmp_path / "store")
     mg.make(store, "base", 1, out_root=tmp_path)

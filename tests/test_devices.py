@@ -9,12 +9,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from edgebench import devices
-from edgebench.devices import DeviceProfile, detect, get_profile, load_profiles, resolve
-from edgebench.environment import (
-    collect_environment, fair_run_warnings, l4t_version, parse_jetson_clocks, parse_nvpmodel,
-)
 from edgebench.errors import InputError
+from edgebench.machine import profiles
+from edgebench.machine.environment import (
+    collect_environment,
+    fair_run_warnings,
+    l4t_version,
+    parse_jetson_clocks,
+    parse_nvpmodel,
+)
+from edgebench.machine.profiles import DeviceProfile, detect, get_profile, load_profiles, resolve
 
 MB = 2 ** 20
 EXPECTED = {"jetson-orin-nx-16gb", "jetson-orin-nx-8gb", "jetson-orin-nano-8gb", "jetson-agx-orin-64gb",
@@ -146,12 +150,12 @@ def test_unknown_architecture_gets_a_generic_profile():
 
 
 def this_machine_is_a_plain_x86() -> bool:
-    ev = devices.probe()
+    ev = profiles.probe()
     return ev["machine"] == "x86_64" and not ev["nvml_names"] and not ev["tegra_release"]
 
 
 def test_resolve_on_this_machine():
-    ev = devices.probe()
+    ev = profiles.probe()
     assert ev["memory_bytes"] == psutil.virtual_memory().total and ev["machine"] == platform.machine()
     with pytest.raises(InputError) as e:
         resolve("jetson-orin")
@@ -167,8 +171,8 @@ def test_resolve_on_this_machine():
 
 
 def test_memory_bytes():
-    assert devices.memory_bytes(get_profile("jetson-orin")) == 16 * 2 ** 30
-    assert devices.memory_bytes(get_profile("generic-x86-64")) == psutil.virtual_memory().total
+    assert profiles.memory_bytes(get_profile("jetson-orin")) == 16 * 2 ** 30
+    assert profiles.memory_bytes(get_profile("generic-x86-64")) == psutil.virtual_memory().total
 
 
 def test_profiles_are_validated():

@@ -8,10 +8,10 @@ import struct
 import numpy as np
 import pytest
 
-from edgebench import synth
 from edgebench.errors import InputError
-from edgebench.gguf_file import read_gguf_info, read_metadata, read_tensors, tensor_group, validate_gguf
-from edgebench.presets import PRESETS
+from edgebench.models import synth_gguf
+from edgebench.models.gguf_file import read_gguf_info, read_metadata, read_tensors, tensor_group, validate_gguf
+from edgebench.models.presets import PRESETS
 
 TINY = PRESETS["tiny"]
 
@@ -21,7 +21,7 @@ def test_info_of_tiny_f16(tiny_gguf):
     assert (gi.arch, gi.name, gi.synthetic_preset, gi.quant) == ("llama", "tiny", "tiny", "F16")
     assert (gi.n_layer, gi.n_embd, gi.n_head, gi.n_head_kv, gi.head_dim, gi.n_ff, gi.n_vocab, gi.n_ctx_train) == (
         TINY.n_layer, TINY.n_embd, TINY.n_head, TINY.n_head_kv, TINY.head_dim, TINY.n_ff, TINY.n_vocab, TINY.n_ctx_train)
-    assert gi.n_params == synth.preset_n_params(TINY)
+    assert gi.n_params == synth_gguf.preset_n_params(TINY)
     assert gi.tied is False
     assert gi.embed_params == 2 * TINY.n_embd * TINY.n_vocab  # token_embd + untied output
     assert gi.file_bytes > gi.tensor_bytes > 0
@@ -32,7 +32,7 @@ def test_info_of_tiny_f16(tiny_gguf):
 
 
 def test_quant_label_and_bpw_follow_the_level(tiny_gguf, model_cache):
-    paths = dict(tiny_gguf, Q2_K=synth.ensure_model("tiny", "Q2_K", cache=model_cache))
+    paths = dict(tiny_gguf, Q2_K=synth_gguf.ensure_model("tiny", "Q2_K", cache=model_cache))
     info = {q: read_gguf_info(p) for q, p in paths.items()}
     assert {q: gi.quant for q, gi in info.items()} == {q: q for q in paths}
     assert info["F16"].bpw > info["Q8_0"].bpw > info["Q4_K_M"].bpw > info["Q2_K"].bpw
@@ -53,8 +53,8 @@ def test_tensor_table_matches_file(tiny_gguf):
 def test_metadata_keys(tiny_gguf):
     meta = read_metadata(tiny_gguf["Q8_0"])
     assert meta["general.architecture"] == "llama"
-    assert meta[synth.KEY_PRESET] == "tiny"  # the quantizer copies our keys
-    assert meta[synth.KEY_VERSION] == synth.SYNTH_VERSION
+    assert meta[synth_gguf.KEY_PRESET] == "tiny"  # the quantizer copies our keys
+    assert meta[synth_gguf.KEY_VERSION] == synth_gguf.SYNTH_VERSION
     assert len(meta["tokenizer.ggml.tokens"]) == TINY.n_vocab
 
 

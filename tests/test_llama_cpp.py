@@ -3,9 +3,9 @@
 import pytest
 
 from edgebench.backends.llama_cpp import LlamaCppBackend, parse_buffer_sizes
-from edgebench.memory_model import kv_bytes
+from edgebench.models.memory_model import kv_bytes
 from edgebench.records import Case
-from edgebench.runner import run_worker
+from edgebench.run.runner import run_worker
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +86,10 @@ def test_worker_end_to_end_with_memory_timeline(tiny_gguf, tmp_path):
 
 
 def test_kv_share_rises_with_context(tiny_gguf, tmp_path):
-    from edgebench.store import Store
-    from edgebench.runner import run_cases
-    from edgebench.spec import ModelRef
-    from edgebench import stats
+    from edgebench.analysis import summary
+    from edgebench.run.plan import ModelRef
+    from edgebench.run.runner import run_cases
+    from edgebench.store.database import Store
 
     store = Store(tmp_path)
     store.create_run("ctx", "test", {}, {})
@@ -97,17 +97,17 @@ def test_kv_share_rises_with_context(tiny_gguf, tmp_path):
     planned = [(ModelRef("llama-cpp", path=m), Case(backend="llama-cpp", model=m, n_prompt=16, n_gen=2, reps=1, n_ctx=c))
                for c in (256, 2048)]
     run_cases(store, "ctx", planned, tmp_path / "ctx")
-    rows = stats.summarize_run(store, "ctx")
+    rows = summary.summarize_run(store, "ctx")
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert rows[1]["kv_bytes"] == 8 * rows[0]["kv_bytes"]
     assert rows[1]["kv_share"] > rows[0]["kv_share"]
 
 
 def test_case_that_cannot_fit_is_refused_not_started(tiny_gguf, tmp_path):
-    from edgebench.memory_model import fit_problem
-    from edgebench.runner import run_cases
-    from edgebench.spec import ModelRef
-    from edgebench.store import Store
+    from edgebench.models.memory_model import fit_problem
+    from edgebench.run.plan import ModelRef
+    from edgebench.run.runner import run_cases
+    from edgebench.store.database import Store
 
     m = str(tiny_gguf["Q4_K_M"])
     small = Case(backend="llama-cpp", model=m, n_prompt=16, n_gen=2, reps=1)
@@ -126,8 +126,8 @@ def test_case_that_cannot_fit_is_refused_not_started(tiny_gguf, tmp_path):
 
 
 def test_compute_estimate_is_near_the_runtime_buffer(tiny_gguf, backend):
-    from edgebench.memory_model import compute_bytes_estimate
-    from edgebench.presets import PRESETS
+    from edgebench.models.memory_model import compute_bytes_estimate
+    from edgebench.models.presets import PRESETS
 
     p = PRESETS["tiny"]
     for n_ctx in (256, 2048):

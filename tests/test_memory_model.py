@@ -1,7 +1,7 @@
 import pytest
 
-from edgebench.memory_model import cache_row_bytes, compute_bytes_estimate, kv_bytes
-from edgebench.presets import PRESETS
+from edgebench.models.memory_model import cache_row_bytes, compute_bytes_estimate, kv_bytes
+from edgebench.models.presets import PRESETS
 
 # KV/token (f16) column of shared/reference/facts.md, derived there as 2*L*n_kv*d_head*2 B.
 FACTS_KV_PER_TOKEN_KIB = {
@@ -33,7 +33,7 @@ def test_kv_pads_context_like_llama_cpp():
 
 def test_qwen2_131k_kv_dominates_like_the_survey():
     # Lu et al. 2024: at long context the KV cache (+compute) takes most of the memory of Qwen2.
-    from edgebench.memory_model import Shapes, project
+    from edgebench.models.memory_model import Shapes, project
 
     p = PRESETS["qwen2-0.5b"]
     shapes = Shapes(p.name, p.n_layer, p.n_embd, p.n_head, p.n_head_kv, p.head_dim, p.n_ff, p.n_vocab,

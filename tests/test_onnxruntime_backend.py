@@ -13,10 +13,9 @@ from onnx import TensorProto, helper
 
 from edgebench.backends.onnxruntime import OnnxRuntimeBackend
 from edgebench.errors import InputError
-from edgebench.ops_taxonomy import OP_CLASSES
-from edgebench.presets import PRESETS
-from edgebench.records import Case
-from edgebench.synth_onnx import ONNX_QUANT_LEVELS, ensure_onnx_model
+from edgebench.models.presets import PRESETS
+from edgebench.models.synth_onnx import ONNX_QUANT_LEVELS, ensure_onnx_model
+from edgebench.records import OP_CLASSES, Case
 
 SMALL = dataclasses.replace(PRESETS["smollm-135m"], name="test-ort", n_layer=2, n_embd=128, n_head=4,
                             n_head_kv=2, head_dim=32, n_ff=256, n_vocab=512)
@@ -210,7 +209,7 @@ def test_versions_and_class_facts(backend):
 
 
 def test_graph_optimization_level_reaches_the_session(small_onnx, tmp_path):
-    from edgebench.runner import run_worker
+    from edgebench.run.runner import run_worker
 
     model = str(small_onnx["fp32"])
     for level in ("disable", "all"):

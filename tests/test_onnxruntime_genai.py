@@ -18,10 +18,10 @@ from edgebench.backends import backend_class, canonical_name  # noqa: E402
 from edgebench.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 from edgebench.backends.onnxruntime_genai import OnnxRuntimeGenaiBackend  # noqa: E402
 from edgebench.errors import InputError  # noqa: E402
-from edgebench.presets import PRESETS  # noqa: E402
+from edgebench.models.presets import PRESETS  # noqa: E402
+from edgebench.models.synth_onnx import GENAI_CONFIG, write_genai_folder  # noqa: E402
 from edgebench.records import Case  # noqa: E402
-from edgebench.runner import run_worker  # noqa: E402
-from edgebench.synth_onnx import GENAI_CONFIG, write_genai_folder  # noqa: E402
+from edgebench.run.runner import run_worker  # noqa: E402
 
 SMALL = dataclasses.replace(PRESETS["smollm-135m"], name="test-genai", n_layer=2, n_embd=128, n_head=4,
                             n_head_kv=2, head_dim=32, n_ff=256, n_vocab=512)
@@ -68,7 +68,7 @@ def test_registry_names_it():
 
 
 def test_folder_layout(folders):
-    for q, folder in folders.items():
+    for folder in folders.values():
         cfg = json.loads((folder / GENAI_CONFIG).read_text())
         dec = cfg["model"]["decoder"]
         assert (folder / dec["filename"]).is_file()

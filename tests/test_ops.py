@@ -4,13 +4,12 @@
 import pandas as pd
 import pytest
 
-from edgebench import opstats
+from edgebench.analysis import ops as opstats
 from edgebench.backends.ggml_ctypes import NOOP_OPS, GgmlLib
 from edgebench.backends.llama_cpp import LlamaCppBackend
-from edgebench.ops_taxonomy import OP_CLASSES
 from edgebench.profilers.ops import OpsProfiler
-from edgebench.records import METRICS, Case, Sample
-from edgebench.runner import run_worker
+from edgebench.records import METRICS, OP_CLASSES, Case, Sample
+from edgebench.run.runner import run_worker
 
 N_PROMPT, N_GEN, REPS = 16, 3, 2
 
@@ -117,7 +116,7 @@ def test_profiler_samples_and_shares(traced):
     for corrected in (True, False):
         shares = opstats.class_shares(df, corrected=corrected)
         assert set(shares) == {"prefill", "decode"}
-        for phase, sh in shares.items():
+        for sh in shares.values():
             assert abs(sum(sh.values()) - 1.0) < 1e-9
             assert all(0.0 <= v <= 1.0 for v in sh.values())
     assert "mul_mat_vec" in opstats.class_shares(df)["decode"]
@@ -246,8 +245,8 @@ def test_run_worker_with_ops_profile_end_to_end(tiny_gguf, tmp_path):
 
 
 def test_typical_time_is_the_median_of_a_nodes_repeats():
-    from edgebench.ops_taxonomy import OpEvent
     from edgebench.profilers.ops import _op_samples
+    from edgebench.records import OpEvent
 
     ev = []
     for rep, stall in ((0, 0), (1, 9000), (2, 0)):

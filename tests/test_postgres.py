@@ -45,7 +45,7 @@ def test_run_show_ingest_compare_on_postgres(tmp_path, capsys, pg_url):
     assert main(["show", run_dir.name, "--format", "json", "--store", pg_url]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["decode_tok_s"] > 0
-    from edgebench.store import Store
+    from edgebench.store.database import Store
 
     assert len(Store(pg_url).list_runs()) == 2
     assert main(["compare", run_dir.name, "latest", "--store", pg_url]) in (0, 3)

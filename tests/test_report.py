@@ -9,10 +9,10 @@ import types
 import numpy as np
 import pytest
 
-from edgebench import plots, report
 from edgebench.cli import main
+from edgebench.present import plots, report
 from edgebench.records import Case, Sample
-from edgebench.store import Store
+from edgebench.store.database import Store
 
 EVIL = "tiny$\\notacommand$<script>alert(1)</script>"  # mathtext and HTML injection in one model name
 BANDWIDTH = {"jetson-orin-nx-16gb": 102.4, "jetson-orin-nano-8gb": 68.0}  # as devices/*.toml say
@@ -46,9 +46,9 @@ def _stub_get_profile(name):
 def analysis_modules(monkeypatch):
     """Device profiles, op shares and energy come from the project's modules when they are
     installed, else from stubs with the same contract (so the report is tested either way)."""
-    for name, fn, attr in (("edgebench.opstats", _stub_class_shares, "class_shares"),
-                           ("edgebench.energy", _stub_summarize_energy, "summarize_energy"),
-                           ("edgebench.devices", _stub_get_profile, "get_profile")):
+    for name, fn, attr in (("edgebench.analysis.ops", _stub_class_shares, "class_shares"),
+                           ("edgebench.analysis.energy", _stub_summarize_energy, "summarize_energy"),
+                           ("edgebench.machine.profiles", _stub_get_profile, "get_profile")):
         try:
             __import__(name)
         except ImportError:

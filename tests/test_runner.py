@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from edgebench import stats
+from edgebench.analysis import summary
 from edgebench.records import Case
-from edgebench.runner import run_cases, run_worker
-from edgebench.spec import ModelRef
-from edgebench.store import Store
+from edgebench.run.plan import ModelRef
+from edgebench.run.runner import run_cases, run_worker
+from edgebench.store.database import Store
 
 
 def fake_model(tmp_path, name="m", **cfg):
@@ -65,7 +65,7 @@ def test_sweep_goes_on_after_failures_and_store_is_case_by_case(tmp_path):
     planned = [(ModelRef("fake", path=m), case(m, n_prompt=p)) for m in (bad, ok) for p in (8, 16)]
     counts = run_cases(store, "r1", planned, tmp_path / "r1")
     assert counts == {"ok": 2, "failed": 2, "skipped": 0}
-    rows = stats.summarize_run(store, "r1")
+    rows = summary.summarize_run(store, "r1")
     assert [r["status"] for r in rows] == ["failed", "failed", "ok", "ok"]
     ok_rows = [r for r in rows if r["status"] == "ok"]
     for r in ok_rows:
@@ -89,7 +89,7 @@ def test_summary_statistics_from_known_samples():
         rows.append(dict(rep=rep, phase="prefill", metric="prefill_ns", idx=0, label="", value=pre))
         for i in range(4):
             rows.append(dict(rep=rep, phase="decode", metric="decode_step_ns", idx=i, label="", value=(rep + 1) * 1e7))
-    s = stats.timing_summary(pd.DataFrame(rows), n_prompt=100, n_gen=4)
+    s = summary.timing_summary(pd.DataFrame(rows), n_prompt=100, n_gen=4)
     assert s["prefill_tok_s"] == pytest.approx(75.0)  # mean of 100 and 50
     assert s["ttft_ms"] == pytest.approx(1500.0)
     assert s["decode_tok_s"] == pytest.approx((100 + 50) / 2)  # 4 steps in 40 ms and in 80 ms

@@ -2,7 +2,8 @@ import pytest
 
 from edgebench.errors import InputError
 from edgebench.records import Case, pad_ctx
-from edgebench.spec import ModelRef, RunSpec, build_spec, expand, load_toml, parse_list
+from edgebench.run.plan import ModelRef, expand
+from edgebench.run.spec import RunSpec, build_spec, load_toml, parse_list
 
 
 def test_parse_list_types_and_errors():

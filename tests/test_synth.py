@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from edgebench import synth
 from edgebench.errors import InputError
-from edgebench.gguf_file import read_gguf_info, read_metadata, read_tensors
-from edgebench.presets import PRESETS
+from edgebench.models import synth_gguf
+from edgebench.models.gguf_file import read_gguf_info, read_metadata, read_tensors
+from edgebench.models.presets import PRESETS
 
 TINY = PRESETS["tiny"]
 
@@ -80,56 +80,56 @@ def llama():
 @pytest.mark.parametrize("name", [n for n, p in PRESETS.items() if p.published_params])
 def test_preset_params_match_published(name):
     p = PRESETS[name]
-    n = synth.preset_n_params(p)
+    n = synth_gguf.preset_n_params(p)
     assert abs(n / p.published_params - 1) < 0.01, f"{name}: {n / 1e6:.1f}M vs {p.published_params / 1e6:.1f}M"
 
 
 def test_written_file_has_exactly_the_shapes(tmp_path):
-    path = synth.write_gguf(TINY, tmp_path / "tiny.gguf")
-    shapes = synth.preset_tensor_shapes(TINY)
+    path = synth_gguf.write_gguf(TINY, tmp_path / "tiny.gguf")
+    shapes = synth_gguf.preset_tensor_shapes(TINY)
     assert {t.name: t.shape for t in read_tensors(path)} == shapes
-    assert read_gguf_info(path).n_params == synth.preset_n_params(TINY)
+    assert read_gguf_info(path).n_params == synth_gguf.preset_n_params(TINY)
 
 
 @pytest.mark.parametrize("arch", sorted(SHRUNK))
 def test_every_family_loads_and_decodes_in_llama_cpp(arch, tmp_path, llama):
     p = SHRUNK[arch]
-    path = synth.write_gguf(p, tmp_path / f"{arch}.gguf")
+    path = synth_gguf.write_gguf(p, tmp_path / f"{arch}.gguf")
     gi = read_gguf_info(path)
     assert (gi.arch, gi.tied, gi.head_dim) == (arch, p.tied, p.head_dim)
     got = llama.load_and_decode(path)
     assert got["rc"] == (0, 0)
     assert got["finite"]
-    assert got["n_params"] == synth.preset_n_params(p) == gi.n_params
+    assert got["n_params"] == synth_gguf.preset_n_params(p) == gi.n_params
     assert (got["n_vocab"], got["n_layer"]) == (p.n_vocab, p.n_layer)
 
 
 def test_family_specific_tensors_and_keys():
-    phi = synth.preset_tensor_shapes(SHRUNK["phi3"])
+    phi = synth_gguf.preset_tensor_shapes(SHRUNK["phi3"])
     assert phi["blk.0.attn_qkv.weight"] == (128, 3 * 128) and phi["blk.0.ffn_up.weight"] == (128, 2 * 128)
     assert "blk.0.attn_q.weight" not in phi and "blk.0.ffn_gate.weight" not in phi
-    qwen = synth.preset_tensor_shapes(SHRUNK["qwen2"])
+    qwen = synth_gguf.preset_tensor_shapes(SHRUNK["qwen2"])
     assert qwen["blk.1.attn_k.bias"] == (64,) and "output.weight" not in qwen  # biases; tied
-    st = synth.preset_tensor_shapes(SHRUNK["stablelm"])
+    st = synth_gguf.preset_tensor_shapes(SHRUNK["stablelm"])
     assert "blk.0.attn_norm.bias" in st and "output_norm.bias" in st and "output.weight" in st
-    gem = synth.preset_tensor_shapes(SHRUNK["gemma2"])
+    gem = synth_gguf.preset_tensor_shapes(SHRUNK["gemma2"])
     assert gem["blk.0.attn_q.weight"] == (160, 128) and "blk.0.post_ffw_norm.weight" in gem
 
 
 def test_invalid_structures_are_refused():
     with pytest.raises(ValueError, match="n_head\\*head_dim"):
-        synth.preset_tensor_shapes(dataclasses.replace(SHRUNK["qwen2"], head_dim=64))
+        synth_gguf.preset_tensor_shapes(dataclasses.replace(SHRUNK["qwen2"], head_dim=64))
     with pytest.raises(ValueError, match="gemma2 always ties"):
-        synth.preset_tensor_shapes(dataclasses.replace(SHRUNK["gemma2"], tied=False))
+        synth_gguf.preset_tensor_shapes(dataclasses.replace(SHRUNK["gemma2"], tied=False))
     with pytest.raises(InputError, match="not supported"):
-        synth.preset_tensor_shapes(dataclasses.replace(TINY, arch="mamba"))
+        synth_gguf.preset_tensor_shapes(dataclasses.replace(TINY, arch="mamba"))
 
 
 def test_writer_is_seeded_and_reports_progress(tmp_path):
     calls = []
-    a = synth.write_gguf(TINY, tmp_path / "a.gguf", progress=lambda d, t: calls.append((d, t)))
-    b = synth.write_gguf(TINY, tmp_path / "b.gguf")
-    c = synth.write_gguf(TINY, tmp_path / "c.gguf", seed=1)
+    a = synth_gguf.write_gguf(TINY, tmp_path / "a.gguf", progress=lambda d, t: calls.append((d, t)))
+    b = synth_gguf.write_gguf(TINY, tmp_path / "b.gguf")
+    c = synth_gguf.write_gguf(TINY, tmp_path / "c.gguf", seed=1)
     assert a.read_bytes() == b.read_bytes() != c.read_bytes()
     done = [d for d, _ in calls]
     assert done == sorted(done) and calls[-1][0] == calls[-1][1] == read_gguf_info(a).tensor_bytes
@@ -139,7 +139,7 @@ def test_writer_is_seeded_and_reports_progress(tmp_path):
 # -- quantizing ---------------------------------------------------------------------------------
 def test_tiny_levels_load_and_decode(tiny_gguf, model_cache, llama):
     for q in ("F16", "Q8_0", "Q4_K_M", "Q2_K", "IQ4_NL"):
-        path = synth.ensure_model("tiny", q, cache=model_cache)
+        path = synth_gguf.ensure_model("tiny", q, cache=model_cache)
         assert read_gguf_info(path).quant == q
         got = llama.load_and_decode(path)
         assert got["rc"] == (0, 0) and got["finite"], q
@@ -147,23 +147,23 @@ def test_tiny_levels_load_and_decode(tiny_gguf, model_cache, llama):
 
 def test_quantize_reports_progress_and_fails_cleanly(tiny_gguf, tmp_path):
     calls = []
-    out = synth.quantize(tiny_gguf["F16"], tmp_path / "q.gguf", "q5_k_m", progress=lambda d, t: calls.append((d, t)))
+    out = synth_gguf.quantize(tiny_gguf["F16"], tmp_path / "q.gguf", "q5_k_m", progress=lambda d, t: calls.append((d, t)))
     assert read_gguf_info(out).quant == "Q5_K_M"
     assert len(calls) > 2 and calls[-1][0] == calls[-1][1]
     not_gguf = tmp_path / "x.gguf"
     not_gguf.write_text("hello")
     with pytest.raises(InputError, match="not a GGUF file"):
-        synth.quantize(not_gguf, tmp_path / "y.gguf", "Q8_0")
+        synth_gguf.quantize(not_gguf, tmp_path / "y.gguf", "Q8_0")
     assert sorted(os.listdir(tmp_path)) == ["q.gguf", "x.gguf"]
 
 
 def test_check_quant():
-    assert synth.check_quant("q4_k_m") == "Q4_K_M"
-    assert synth.check_quant(" f16 ") == "F16"
-    assert set(synth.DEFAULT_LADDER) <= set(synth.QUANT_LEVELS)
+    assert synth_gguf.check_quant("q4_k_m") == "Q4_K_M"
+    assert synth_gguf.check_quant(" f16 ") == "F16"
+    assert set(synth_gguf.DEFAULT_LADDER) <= set(synth_gguf.QUANT_LEVELS)
     for bad in ("Q4_K_X", "Q2_K_S", "IQ2_XXS"):  # the last two need an importance matrix
         with pytest.raises(InputError) as e:
-            synth.check_quant(bad)
+            synth_gguf.check_quant(bad)
         msg = str(e.value)
         assert f"unknown quant level {bad!r}" in msg and "Q4_K_M" in msg and "IQ4_NL" in msg and "\n" not in msg
 
@@ -171,38 +171,38 @@ def test_check_quant():
 # -- the cache ----------------------------------------------------------------------------------
 def test_models_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("EDGEBENCH_HOME", str(tmp_path / "home"))
-    assert synth.models_dir() == tmp_path / "home" / "models"
-    assert synth.models_dir(tmp_path / "c") == tmp_path / "c" / "models"
+    assert synth_gguf.models_dir() == tmp_path / "home" / "models"
+    assert synth_gguf.models_dir(tmp_path / "c") == tmp_path / "c" / "models"
     monkeypatch.delenv("EDGEBENCH_HOME")
-    assert synth.models_dir() == Path.home() / ".cache" / "edgebench" / "models"
+    assert synth_gguf.models_dir() == Path.home() / ".cache" / "edgebench" / "models"
 
 
 def test_ensure_model_reuses_and_leaves_no_temp_files(tmp_path):
-    p = synth.ensure_model("TINY", "q8_0", cache=tmp_path)
-    assert p == synth.models_dir(tmp_path) / "tiny-Q8_0.gguf"
+    p = synth_gguf.ensure_model("TINY", "q8_0", cache=tmp_path)
+    assert p == synth_gguf.models_dir(tmp_path) / "tiny-Q8_0.gguf"
     mtime = p.stat().st_mtime_ns
-    assert synth.ensure_model("tiny", "Q8_0", cache=tmp_path).stat().st_mtime_ns == mtime
-    names = os.listdir(synth.models_dir(tmp_path))
+    assert synth_gguf.ensure_model("tiny", "Q8_0", cache=tmp_path).stat().st_mtime_ns == mtime
+    names = os.listdir(synth_gguf.models_dir(tmp_path))
     assert sorted(n for n in names if n.endswith(".gguf")) == ["tiny-F16.gguf", "tiny-Q8_0.gguf"]
     assert not [n for n in names if ".tmp-" in n]
 
 
 def test_stale_corrupt_and_leftover_files_are_rebuilt(tmp_path, monkeypatch):
-    d = synth.models_dir(tmp_path)
-    f16 = synth.ensure_model("tiny", "F16", cache=tmp_path)
+    d = synth_gguf.models_dir(tmp_path)
+    f16 = synth_gguf.ensure_model("tiny", "F16", cache=tmp_path)
     size = f16.stat().st_size
     f16.write_bytes(f16.read_bytes()[: size // 3])  # a truncated cache file is never reused
     (d / ".tiny-F16.gguf.tmp-999999").write_bytes(b"left by a killed builder")
-    assert synth.ensure_model("tiny", "F16", cache=tmp_path).stat().st_size == size
+    assert synth_gguf.ensure_model("tiny", "F16", cache=tmp_path).stat().st_size == size
     assert not list(d.glob(".*tmp-*"))
-    monkeypatch.setattr(synth, "SYNTH_VERSION", synth.SYNTH_VERSION + 1)  # a newer writer
-    q = synth.ensure_model("tiny", "Q4_0", cache=tmp_path)
-    assert read_metadata(q)[synth.KEY_VERSION] == synth.SYNTH_VERSION
-    assert read_metadata(f16)[synth.KEY_VERSION] == synth.SYNTH_VERSION
+    monkeypatch.setattr(synth_gguf, "SYNTH_VERSION", synth_gguf.SYNTH_VERSION + 1)  # a newer writer
+    q = synth_gguf.ensure_model("tiny", "Q4_0", cache=tmp_path)
+    assert read_metadata(q)[synth_gguf.KEY_VERSION] == synth_gguf.SYNTH_VERSION
+    assert read_metadata(f16)[synth_gguf.KEY_VERSION] == synth_gguf.SYNTH_VERSION
 
 
 def _build(cache: str) -> str:
-    path = synth.ensure_model("tiny", "Q4_K_M", cache=Path(cache))
+    path = synth_gguf.ensure_model("tiny", "Q4_K_M", cache=Path(cache))
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -210,7 +210,7 @@ def test_concurrent_builders_share_one_file(tmp_path):
     # spawn, not fork: the parent may already hold llama.cpp threads
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         digests = pool.map(_build, [str(tmp_path)] * 2)
-    path = synth.models_dir(tmp_path) / "tiny-Q4_K_M.gguf"
+    path = synth_gguf.models_dir(tmp_path) / "tiny-Q4_K_M.gguf"
     assert digests[0] == digests[1] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert read_gguf_info(path).quant == "Q4_K_M"
     assert not [n for n in os.listdir(path.parent) if ".tmp-" in n]

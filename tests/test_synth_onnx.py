@@ -10,10 +10,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgebench import synth_onnx
 from edgebench.errors import InputError
-from edgebench.presets import PRESETS
-from edgebench.synth_onnx import ONNX_QUANT_LEVELS, check_onnx_quant, ensure_onnx_model, write_onnx
+from edgebench.models import synth_onnx
+from edgebench.models.presets import PRESETS
+from edgebench.models.synth_onnx import ONNX_QUANT_LEVELS, check_onnx_quant, ensure_onnx_model, write_onnx
 
 SMALL = dataclasses.replace(PRESETS["qwen2.5-0.5b"], name="test-synth", n_layer=2, n_embd=128, n_head=4,
                             n_head_kv=2, head_dim=32, n_ff=256, n_vocab=384)

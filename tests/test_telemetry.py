@@ -12,10 +12,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from edgebench.energy import counter_delta, integrate_power, summarize_energy
+from edgebench.analysis.energy import summarize_energy
+from edgebench.profilers.integrate import counter_delta, integrate_power
 from edgebench.profilers.telemetry import (
-    NvmlSource, PsutilSource, RaplSource, Source, SourceUnavailable, TegrastatsSource,
-    TelemetryProfiler, parse_tegrastats, tegrastats_reading, wait_cooldown,
+    NvmlSource,
+    PsutilSource,
+    RaplSource,
+    Source,
+    SourceUnavailable,
+    TegrastatsSource,
+    TelemetryProfiler,
+    parse_tegrastats,
+    tegrastats_reading,
+    wait_cooldown,
 )
 from edgebench.records import METRICS
 

@@ -30,7 +30,7 @@ def canonical_name(name: str) -> str:
     return n
 
 
-def backend_class(name: str) -> "type[Backend]":
+def backend_class(name: str) -> type[Backend]:
     module, cls = _REGISTRY[canonical_name(name)].split(":")
     try:
         mod = importlib.import_module(module)

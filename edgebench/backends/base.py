@@ -8,8 +8,9 @@ returning.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 from edgebench.records import Case
 
@@ -136,7 +137,7 @@ class OpTracer(ABC):
     def ops_mark(self, phase: str, rep: int) -> None: ...
 
     @abstractmethod
-    def ops_end(self) -> "list[OpEvent]": ...
+    def ops_end(self) -> list[OpEvent]: ...
 
 
-from edgebench.ops_taxonomy import OpEvent  # noqa: E402  (re-exported for backends)
+from edgebench.records import OpEvent  # noqa: E402  (re-exported for backends)

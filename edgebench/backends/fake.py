@@ -14,8 +14,9 @@ import json
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 from edgebench.backends.base import Backend, MemoryInfo, ModelInfo
 from edgebench.errors import InputError

@@ -238,7 +238,8 @@ class NodeTracer:
 
     def events(self):
         """The recorded nodes as OpEvents, in execution order. Raises if the callback failed."""
-        from edgebench.ops_taxonomy import OpEvent, classify_ggml
+        from edgebench.backends.op_classes import classify_ggml
+        from edgebench.records import OpEvent
 
         if self.error:
             raise RuntimeError(f"op tracer callback failed: {self.error}")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ctypes
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 from edgebench.backends.base import Backend, MemoryInfo, ModelInfo, OpEvent, OpTracer
 from edgebench.errors import InputError
@@ -91,7 +92,7 @@ class LlamaCppBackend(Backend, OpTracer):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self, case: Case) -> ModelInfo:
-        from edgebench.gguf_file import read_gguf_info
+        from edgebench.models.gguf_file import read_gguf_info
 
         ll = self._ll
         self.case = case
@@ -263,9 +264,9 @@ class LlamaCppBackend(Backend, OpTracer):
 
     @classmethod
     def build_synthetic(cls, preset: str, quant: str, progress=None) -> str:
-        from edgebench import synth
+        from edgebench.models import synth_gguf
 
-        return str(synth.ensure_model(preset, quant, progress=progress))
+        return str(synth_gguf.ensure_model(preset, quant, progress=progress))
 
 
 def _ggml_type(ll: Any, name: str) -> int:
@@ -277,10 +278,10 @@ def _ggml_type(ll: Any, name: str) -> int:
 
 def _init_quant_levels() -> None:
     # The quant list lives in synth (it builds them); importing synth is light (no llama_cpp).
-    from edgebench import synth
+    from edgebench.models import synth_gguf
 
-    LlamaCppBackend.quant_levels = tuple(synth.QUANT_LEVELS)
-    LlamaCppBackend.default_ladder = tuple(synth.DEFAULT_LADDER)
+    LlamaCppBackend.quant_levels = tuple(synth_gguf.QUANT_LEVELS)
+    LlamaCppBackend.default_ladder = tuple(synth_gguf.DEFAULT_LADDER)
 
 
 _init_quant_levels()

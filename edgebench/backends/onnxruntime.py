@@ -16,19 +16,20 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from edgebench.backends.base import Backend, MemoryInfo, ModelInfo, OpEvent, OpTracer
-from edgebench.backends.onnx_graph import count_weights, infer_quant, read_layout
+from edgebench.backends.op_classes import classify_onnx
 from edgebench.errors import InputError
-from edgebench.ops_taxonomy import classify_onnx
+from edgebench.models.onnx_file import count_weights, infer_quant, read_layout
+from edgebench.models.synth_onnx import ONNX_QUANT_LEVELS, ensure_onnx_model
 from edgebench.records import Case
-from edgebench.synth_onnx import ONNX_QUANT_LEVELS, ensure_onnx_model
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}
@@ -153,7 +154,7 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         except (OSError, ValueError):
             return {}
 
-    def _session(self, profile: bool) -> "ort.InferenceSession":
+    def _session(self, profile: bool) -> ort.InferenceSession:
         so = ort.SessionOptions()
         so.intra_op_num_threads = self._case.n_threads
         so.inter_op_num_threads = 1
@@ -164,7 +165,7 @@ class OnnxRuntimeBackend(Backend, OpTracer):
             so.profile_file_prefix = os.path.join(self._trace_dir, "ort")
         return ort.InferenceSession(str(self._path), so, providers=self._providers)
 
-    def _use(self, sess: "ort.InferenceSession") -> None:
+    def _use(self, sess: ort.InferenceSession) -> None:
         # The pybind objects under onnxruntime's Python wrappers: the wrappers' checks and object
         # creation cost ~2x per bound name, and a decode step binds 2 * n_layer + 4 of them.
         self._sess, self._binding = sess, sess.io_binding()
@@ -316,7 +317,7 @@ class OnnxRuntimeBackend(Backend, OpTracer):
                       if e.get("cat") == "Session" and e.get("name") == "model_run")
         if len(runs) < self._traced_runs:
             warnings.warn(f"onnxruntime's profiler recorded {len(runs)} of {self._traced_runs} runs "
-                          "(its event buffer is full): op times are partial")
+                          "(its event buffer is full): op times are partial", stacklevel=2)
         run_start = [r[0] for r in runs]
         out = []
         for e in events:

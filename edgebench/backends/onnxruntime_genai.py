@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -30,10 +31,10 @@ except ImportError as e:  # backend_class turns this into "backend ... is not av
     raise ImportError(f"{e} (install the extra: pip install 'edgebench[genai]')") from e
 
 from edgebench.backends.base import Backend, MemoryInfo, ModelInfo
-from edgebench.backends.onnx_graph import count_weights, infer_quant, value_shape
 from edgebench.errors import InputError
+from edgebench.models.onnx_file import count_weights, infer_quant, value_shape
+from edgebench.models.synth_onnx import GENAI_CONFIG, ONNX_QUANT_LEVELS, write_genai_folder
 from edgebench.records import Case
-from edgebench.synth_onnx import GENAI_CONFIG, ONNX_QUANT_LEVELS, write_genai_folder
 
 # --ep -> genai provider name (None: no provider appended, genai runs on CPU). genai has no plain
 # TensorRT provider (its NvTensorRtRtx is TensorRT-RTX, another EP).

@@ -26,6 +26,6 @@ def check_profiler_name(name: str) -> str:
     return name
 
 
-def profiler_class(name: str) -> "type[Profiler]":
+def profiler_class(name: str) -> type[Profiler]:
     module, cls = _REGISTRY[check_profiler_name(name)].split(":")
     return getattr(importlib.import_module(module), cls)

@@ -9,8 +9,9 @@ presence never changes the throughput numbers.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, ClassVar, Iterator
+from typing import TYPE_CHECKING, ClassVar
 
 from edgebench.records import Sample
 
@@ -27,10 +28,10 @@ class Profiler(ABC):
         """How many reps of its own an intrusive profiler runs (after the plain timing reps)."""
         return max(1, min(case.reps, 2))
 
-    def attach(self, backend: "Backend") -> None:
+    def attach(self, backend: Backend) -> None:
         """Called once after the backend loaded (intrusive profilers install their hooks here)."""
 
-    def detach(self, backend: "Backend") -> None:
+    def detach(self, backend: Backend) -> None:
         """Called once when the profiler's reps are done (remove hooks, stop threads)."""
 
     @contextmanager
@@ -42,7 +43,7 @@ class Profiler(ABC):
     def collect(self) -> list[Sample]:
         """Samples gathered so far (drained: a second call returns only newer ones)."""
 
-    def skip_reason(self, backend: "Backend") -> str | None:
+    def skip_reason(self, backend: Backend) -> str | None:
         missing = self.requires - backend.capabilities
         if missing:
             return f"{self.name} profiler needs backend capabilities {sorted(missing)} that {backend.name} lacks"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, ClassVar, Iterator
+from typing import TYPE_CHECKING, ClassVar
 
 from edgebench.profilers.base import Profiler
 from edgebench.records import Sample
@@ -43,7 +44,7 @@ class MemoryProfiler(Profiler):
         self._gpus: list = []
         self._gpu_timeline: list[tuple[int, int, str]] = []  # (t_ns, bytes, "process"|"device")
         self._proc = psutil.Process()
-        self._backend: "Backend | None" = None
+        self._backend: Backend | None = None
         self._samples: list[Sample] = []
         self._timeline: list[tuple[int, int]] = []  # (t_ns, rss)
         self._lock = threading.Lock()
@@ -51,7 +52,7 @@ class MemoryProfiler(Profiler):
         self._thread: threading.Thread | None = None
         self._t0 = time.perf_counter_ns()
 
-    def attach(self, backend: "Backend") -> None:
+    def attach(self, backend: Backend) -> None:
         self._backend = backend
         self._open_nvml()
         self._thread = threading.Thread(target=self._run, name="edgebench-rss", daemon=True)
@@ -94,7 +95,7 @@ class MemoryProfiler(Profiler):
                     self._gpu_timeline.append((t, *gpu))
             self._stop.wait(self.interval_s)
 
-    def detach(self, backend: "Backend") -> None:
+    def detach(self, backend: Backend) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join()

@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, ClassVar, Iterator
+from typing import TYPE_CHECKING, ClassVar
 
 from edgebench.profilers.base import Profiler
 from edgebench.records import Sample
@@ -63,7 +64,7 @@ class OpsProfiler(Profiler):
         self._backend = None
         self._events: list = []
 
-    def attach(self, backend: "Backend") -> None:
+    def attach(self, backend: Backend) -> None:
         self._backend = backend
         backend.ops_begin()
 
@@ -76,7 +77,7 @@ class OpsProfiler(Profiler):
         finally:
             b.ops_mark("", rep)
 
-    def detach(self, backend: "Backend") -> None:
+    def detach(self, backend: Backend) -> None:
         self._events = backend.ops_end()
         self._backend = None
 

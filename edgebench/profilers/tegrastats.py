@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from edgebench.energy import TOTAL
+from edgebench.records import ENERGY_TOTAL
 
 _DATE = re.compile(r"^\s*(\d\d-\d\d-\d{4} \d\d:\d\d:\d\d)\s")
 _RAM = re.compile(r"\bRAM (\d+)/(\d+)MB")
@@ -72,7 +72,7 @@ def tegrastats_reading(p: dict[str, Any]) -> dict[str, dict[str, float]]:
     rails = {k: v / 1000.0 for k, v in p["power_mw"].items() if k != "NC"}
     if rails:
         board = next((rails[k] for k in ("VDD_IN", "POM_5V_IN") if k in rails), None)
-        r["power_w"] = {**rails, TOTAL: board if board is not None else sum(rails.values())}
+        r["power_w"] = {**rails, ENERGY_TOTAL: board if board is not None else sum(rails.values())}
     temps = {k: v for k, v in p["temps_c"].items() if v > -40.0 and k.upper() != "PMIC"}
     if temps:
         r["temp_c"] = temps

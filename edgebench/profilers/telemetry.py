@@ -21,19 +21,27 @@ import logging
 import threading
 import time
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from edgebench.energy import TOTAL, counter_delta, integrate_power
 from edgebench.profilers.base import Profiler
+from edgebench.profilers.integrate import counter_delta, integrate_power
+
 # The parser and the sources were first defined in this module; their names stay importable from
 # here (edgebench.profilers.telemetry.parse_tegrastats is public): hence the F401s.
 from edgebench.profilers.tegrastats import parse_tegrastats, tegrastats_reading  # noqa: F401
 from edgebench.profilers.telemetry_sources import (  # noqa: F401
-    SOURCE_CLASSES, NvmlSource, PsutilSource, RaplSource, Source, SourceUnavailable, TegrastatsSource,
+    SOURCE_CLASSES,
+    NvmlSource,
+    PsutilSource,
+    RaplSource,
+    Source,
+    SourceUnavailable,
+    TegrastatsSource,
     make_sources,
 )
-from edgebench.records import Sample
+from edgebench.records import ENERGY_TOTAL, Sample
 
 if TYPE_CHECKING:
     from edgebench.backends.base import Backend
@@ -94,7 +102,7 @@ class TelemetryProfiler(Profiler):
         return time.perf_counter_ns() - self._t0
 
     # sampling (background thread)
-    def attach(self, backend: "Backend | None" = None) -> None:
+    def attach(self, backend: Backend | None = None) -> None:
         for src in self._sources:
             try:
                 src.open()
@@ -154,7 +162,7 @@ class TelemetryProfiler(Profiler):
                     vs.append(float(mhz))
             self._last_t[src] = max(t, self._last_t.get(src, t))
 
-    def detach(self, backend: "Backend | None" = None) -> None:
+    def detach(self, backend: Backend | None = None) -> None:
         # Let every source report past the end of the last window (tegrastats lags by <= 1 interval).
         deadline = time.monotonic() + max(1.0, 3 * self.interval_s)
         end = self._windows[-1][1] if self._windows else 0
@@ -220,10 +228,10 @@ class TelemetryProfiler(Profiler):
         # The device total: the board source's own total, else the sum of every component
         # source's total (a source without one, like psutil, measures no power).
         board = [n for n, scope in self._scopes.items() if scope == "board"]
-        totals = [f"{board[0]}:{TOTAL}"] if board else sorted({
-            lbl for (kind, lbl) in self._series if kind in ("power_w", "_counter") and lbl.endswith(":" + TOTAL)})
+        totals = [f"{board[0]}:{ENERGY_TOTAL}"] if board else sorted({
+            lbl for (kind, lbl) in self._series if kind in ("power_w", "_counter") and lbl.endswith(":" + ENERGY_TOTAL)})
         if totals and all(energy.get(t) is not None for t in totals):
-            energy[TOTAL] = sum(energy[t] for t in totals)
+            energy[ENERGY_TOTAL] = sum(energy[t] for t in totals)
         for label, joules in sorted(energy.items()):
             if joules is not None:
                 out.append(self._sample(rep, phase, "energy_j", joules, label))

@@ -16,10 +16,11 @@ import shutil
 import subprocess
 import threading
 import time
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
-from edgebench.energy import TOTAL
 from edgebench.profilers.tegrastats import parse_tegrastats, tegrastats_reading
+from edgebench.records import ENERGY_TOTAL
 
 
 class SourceUnavailable(RuntimeError):
@@ -161,7 +162,7 @@ class NvmlSource(Source):
                 if v is not None:
                     r[metric][label] = float(v) * scale
             reasons_fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
-                getattr(nv, "nvmlDeviceGetCurrentClocksThrottleReasons")
+                nv.nvmlDeviceGetCurrentClocksThrottleReasons
             mask = self._get(i, "throttle reasons", lambda: reasons_fn(h))
             if mask is not None:
                 for bit, why in _NVML_THROTTLE.items():
@@ -172,7 +173,7 @@ class NvmlSource(Source):
         for metric in ("power_w", "energy_j"):
             vals = [v for k, v in r[metric].items()]
             if vals and len(vals) == n:
-                r[metric][TOTAL] = sum(vals)
+                r[metric][ENERGY_TOTAL] = sum(vals)
         return {k: v for k, v in r.items() if v}
 
     def close(self) -> None:
@@ -242,9 +243,9 @@ class RaplSource(Source):
                 self._cum[label] = 0.0
             self._last[label] = (now, raw)
             energy[label] = self._cum[label]
-        energy[TOTAL] = sum(energy[l] for l in self._total)
+        energy[ENERGY_TOTAL] = sum(energy[l] for l in self._total)
         if power and all(l in power for l in self._total):
-            power[TOTAL] = sum(power[l] for l in self._total)
+            power[ENERGY_TOTAL] = sum(power[l] for l in self._total)
         return {"t_ns": now, "energy_j": energy, **({"power_w": power} if power else {})}
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench import export
+from edgebench.analysis.summary import export_run
 from edgebench.records import Case, Sample
-from edgebench.store import Store
+from edgebench.store.database import Store
 
 HERE = Path(__file__).parent
 N_PROMPT, N_GEN, REPS = 64, 16, 5
@@ -62,7 +62,7 @@ def make(store: Store, name: str, seed: int, device: str = "ci-box", model: str 
     store.finish_run(run_id, "complete")
     out = out_root / name
     shutil.rmtree(out, ignore_errors=True)
-    export.export_run(store, run_id, out)
+    export_run(store, run_id, out)
     return run_id
 
 

@@ -94,7 +94,7 @@ def project(shapes: Shapes, n_ctx: int, cache_type: str = "f16", n_ubatch: int =
 
 
 def shapes_from_gguf(path: str) -> Shapes:
-    from edgebench.gguf_file import read_gguf_info
+    from edgebench.models.gguf_file import read_gguf_info
 
     gi = read_gguf_info(path)
     return Shapes(gi.synthetic_preset or gi.name or path, gi.n_layer, gi.n_embd, gi.n_head, gi.n_head_kv,
@@ -103,8 +103,8 @@ def shapes_from_gguf(path: str) -> Shapes:
 
 def shapes_from_preset(name: str, quant: str) -> Shapes:
     """A preset's shapes; weights from its built file when the cache has one, else nominal bpw."""
-    from edgebench.presets import get_preset
-    from edgebench.synth import check_quant, models_dir, preset_n_params
+    from edgebench.models.presets import get_preset
+    from edgebench.models.synth_gguf import check_quant, models_dir, preset_n_params
 
     p = get_preset(name)
     built = models_dir() / f"{p.name}-{check_quant(quant)}.gguf"

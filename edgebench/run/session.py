@@ -1,20 +1,25 @@
-"""One `edgebench run`: validate everything, plan the cases, run them with live progress, store,
-export the run folder, print the summary. Returns the exit code."""
+"""One `edgebench run`: validate everything, plan the cases, run them with live progress, store
+them case by case and keep the run folder current. Returns an Outcome; the CLI presents it."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from edgebench import runner, spec as specmod
-from edgebench.environment import collect_environment, fair_run_warnings, measure_memory_bandwidth, physical_cores
+from edgebench.analysis.summary import export_run
 from edgebench.errors import InputError
+from edgebench.machine.environment import collect_environment, fair_run_warnings, measure_memory_bandwidth, physical_cores
 from edgebench.records import Case
-from edgebench.store import Store, store_url
+from edgebench.run import plan as planmod
+from edgebench.run import runner
+from edgebench.run import spec as specmod
+from edgebench.store.bundle import write_run_json
+from edgebench.store.database import Store, store_url
 
 console = Console(stderr=True)
 
@@ -70,27 +75,39 @@ def check_writable(out: Path) -> None:
         raise InputError(f"output folder {out} cannot be written: {e.strerror or e}") from None
 
 
+@dataclass
+class Outcome:
+    """What a run left behind: its exit code (0 complete, 1 some case failed, 130 interrupted), where
+    it is stored, and the summary rows of its cases (empty when interrupted)."""
+
+    code: int
+    store: Store
+    run_id: str
+    run_dir: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
 def _plan(spec: specmod.RunSpec) -> tuple[list, list[str]]:
-    refs, notes = specmod.resolve_models(spec)
-    return specmod.expand(spec, refs, physical_cores()), notes
+    refs, notes = planmod.resolve_models(spec)
+    return planmod.expand(spec, refs, physical_cores()), notes
 
 
 def _device(spec: specmod.RunSpec) -> tuple[Any, dict[str, Any]]:
-    from edgebench import devices
+    from edgebench.machine import profiles
 
-    profile, verified, detail = devices.resolve(spec.device, verify=spec.verify)
+    profile, verified, detail = profiles.resolve(spec.device, verify=spec.verify)
     return profile, {"device": profile.name, "device_verified": verified, "device_detail": detail,
-                     "device_memory_bytes": devices.memory_bytes(profile)}
+                     "device_memory_bytes": profiles.memory_bytes(profile)}
 
 
 def _fit_check(memory_bytes: int | None):
-    from edgebench.memory_model import fit_problem
+    from edgebench.models.memory_model import fit_problem
 
     return (lambda case: fit_problem(case, memory_bytes)) if memory_bytes else None
 
 
-def start(options: dict[str, Any], config: Path | None, out: Path, report: bool = True,
-          store_target: str | None = None) -> int:
+def start(options: dict[str, Any], config: Path | None, out: Path, store_target: str | None = None) -> Outcome:
     cfg = specmod.load_toml(config) if config else None
     spec = specmod.build_spec(options, cfg)
     if cfg and cfg.get("out") and out == Path("reports"):
@@ -113,17 +130,17 @@ def start(options: dict[str, Any], config: Path | None, out: Path, report: bool 
     if not device_env["device_verified"]:
         console.print(f"[yellow]warning:[/yellow] results are unverified: {device_env['device_detail']}")
     console.print(f"run [bold]{run_id}[/bold]: {len(planned)} case(s) on {device} -> {out / run_id}")
-    return _execute(store, run_id, spec, planned, out, set(), report)
+    return _execute(store, run_id, spec, planned, out, set())
 
 
-def resume(run_id: str, out: Path, report: bool = True, store_target: str | None = None) -> int:
+def resume(run_id: str, out: Path, store_target: str | None = None) -> Outcome:
     store = Store(store_target or out, create=False)
     run = store.get_run(run_id)
     spec = specmod.RunSpec.from_dict(run.spec)
     planned, _ = _plan(spec)
     done = {c["case_key"] for c in store.get_cases(run.run_id) if c["status"] == "ok"}
     console.print(f"resuming run [bold]{run.run_id}[/bold]: {len(done)} of {len(planned)} case(s) already measured")
-    return _execute(store, run.run_id, spec, planned, out, done, report)
+    return _execute(store, run.run_id, spec, planned, out, done)
 
 
 def _between(spec: specmod.RunSpec):
@@ -139,11 +156,9 @@ def _between(spec: specmod.RunSpec):
 
 
 def _execute(store: Store, run_id: str, spec: specmod.RunSpec, planned: list, out: Path,
-             done: set[str], report: bool) -> int:
-    from edgebench import export, stats, views
-
+             done: set[str]) -> Outcome:
     run_dir = out / run_id
-    export.write_run_json(store, run_id, run_dir)
+    write_run_json(store, run_id, run_dir)
     _stop_on_sigterm()
     status = "interrupted"
     t0 = time.monotonic()
@@ -156,17 +171,11 @@ def _execute(store: Store, run_id: str, spec: specmod.RunSpec, planned: list, ou
         store_arg = "" if store.url == store_url(out) else f" --store {store.url}"
         console.print(f"[yellow]interrupted[/yellow]: finished cases are stored; continue with "
                       f"`edgebench run --resume {run_id} --out {out}{store_arg}`")
-        return 130
+        return Outcome(130, store, run_id, run_dir)
     finally:
         store.finish_run(run_id, status)
-        rows = export.export_run(store, run_id, run_dir)
-    views.print_rows(rows, "table", title=f"run {run_id} ({time.monotonic() - t0:.0f} s)")
-    for w in stats.cv_warnings(rows):
-        console.print(f"[yellow]warning:[/yellow] {w}")
-    if report:
-        _write_report(store, run_id, run_dir)
-    console.print(f"stored in {store.url}; run folder {run_dir}")
-    return 0 if status == "complete" else 1
+        rows = export_run(store, run_id, run_dir)
+    return Outcome(0 if status == "complete" else 1, store, run_id, run_dir, rows, time.monotonic() - t0)
 
 
 def _stop_on_sigterm() -> None:
@@ -177,13 +186,3 @@ def _stop_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
-
-
-def _write_report(store: Store, run_id: str, run_dir: Path) -> None:
-    from edgebench import report
-
-    try:
-        path = report.write_report(store, [run_id], run_dir)
-        console.print(f"report: {path}")
-    except Exception as e:  # a report problem must never lose the measured run
-        console.print(f"[yellow]warning:[/yellow] report not written: {type(e).__name__}: {e}")

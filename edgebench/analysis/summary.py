@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgebench.records import MODEL_INFO_FIELDS, SUMMARY_COLUMNS
+from edgebench.store import bundle
 
 CV_WARN = 0.10  # DESIGN.md: warn when the coefficient of variation is above 10%
 
@@ -95,11 +97,11 @@ def summarize_case(run_id: str, device: str, case: dict[str, Any], s) -> dict[st
     row.update(timing_summary(s, int(case["n_prompt"]), int(case["n_gen"])))
     row.update(memory_summary(s, model_info))
     if (s["metric"] == "op_ns").any():  # the ops profiler ran: shares computed on read
-        from edgebench.opstats import ops_summary
+        from edgebench.analysis.ops import ops_summary
 
         row.update(ops_summary(s))
     if s["metric"].isin(("energy_j", "power_w", "temp_c")).any():  # telemetry ran
-        from edgebench.energy import summarize_energy
+        from edgebench.analysis.energy import summarize_energy
 
         row.update(summarize_energy(s, int(case["n_prompt"]), int(case["n_gen"])))
     ordered = {k: row.get(k) for k in SUMMARY_COLUMNS}
@@ -126,4 +128,27 @@ def cv_warnings(rows: list[dict[str, Any]]) -> list[str]:
                 out.append(f"case {r['case_id']} ({r['model']} {r.get('quant')}): {key.split('_')[0]} "
                            f"coefficient of variation {cv:.0%} > {CV_WARN:.0%}: the machine was noisy, "
                            f"consider more reps or a quieter machine")
+    return out
+
+
+def export_run(store, run_id: str, run_dir: Path) -> list[dict[str, Any]]:
+    """(Re)write the run's bundle (run.json, summary.csv, samples.csv, ops.csv); returns the summary rows."""
+    run_id = store.get_run(run_id).run_id
+    rows = summarize_run(store, run_id)
+    samples = store.get_samples(run_id)
+    bundle.write_bundle(store, run_id, run_dir, rows, samples, ops_rows(rows, samples))
+    return rows
+
+
+def ops_rows(rows: list[dict[str, Any]], samples) -> list[dict[str, Any]]:
+    """Per-op time and share rows of every case the ops profiler ran on (ops.csv)."""
+    if not (samples["metric"] == "op_ns").any():
+        return []
+    from edgebench.analysis.ops import ops_csv_rows
+
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        s = samples[samples["case_id"] == r["case_id"]]
+        if (s["metric"] == "op_ns").any():
+            out.extend(ops_csv_rows(r, s))
     return out

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgebench import export, plots, stats
+from edgebench.analysis import summary
+from edgebench.present import plots
 from edgebench.records import KEY_FIELDS, SUMMARY_COLUMNS
+from edgebench.store import bundle
 
 # Section id -> (title, what it shows and how to read it).
 SECTIONS: dict[str, tuple[str, str]] = {
@@ -77,7 +79,7 @@ def _bandwidth_gbs(run, cache: dict[tuple, float | None]) -> float | None:
     mode = (run.env or {}).get("nvpmodel_mode")
     if (run.device, mode) not in cache:
         try:
-            from edgebench.devices import get_profile
+            from edgebench.machine.profiles import get_profile
 
             profile = get_profile(run.device)
             by_mode = getattr(profile, "bandwidth_gbs", None)
@@ -106,7 +108,7 @@ def _op_shares(s) -> dict[str, dict[str, float]]:
     """Corrected op-class shares per phase for the op figure (the summary columns come from stats)."""
     if not (s["metric"] == "op_ns").any():
         return {}
-    from edgebench.opstats import class_shares
+    from edgebench.analysis.ops import class_shares
 
     return class_shares(s, corrected=True) or {}
 
@@ -122,7 +124,7 @@ def collect(store, run_ids: list[str]):
         samples = store.get_samples(run.run_id)
         for case in store.get_cases(run.run_id):
             s = samples[samples["case_id"] == case["case_id"]]
-            row = stats.summarize_case(run.run_id, run.device, case, s)
+            row = summary.summarize_case(run.run_id, run.device, case, s)
             if row.get("status") == "ok":
                 row["op_shares"] = _op_shares(s)
                 row.update(_roofline(row, _bandwidth_gbs(run, bw)))
@@ -239,11 +241,11 @@ def write_report(store, run_ids: list[str], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     runs, df, notes = collect(store, run_ids)
     rows = [{k: v for k, v in r.items() if k != "op_shares"} for r in df.to_dict("records")]
-    export.write_csv(out_dir / "summary.csv", [{k: (None if isinstance(v, float) and math.isnan(v) else v)
+    bundle.write_csv(out_dir / "summary.csv", [{k: (None if isinstance(v, float) and math.isnan(v) else v)
                                                 for k, v in r.items()} for r in rows])
     figs = _figures(df, out_dir / "figures")
     cols, constant = _table_columns(df)
-    warnings = stats.cv_warnings(df[df["status"] == "ok"].to_dict("records")) + notes if len(df) else notes
+    warnings = summary.cv_warnings(df[df["status"] == "ok"].to_dict("records")) + notes if len(df) else notes
     failed = [f"run {r['run_id']} case {r['case_id']} ({_cell(r.get('model'), '')} {_cell(r.get('quant'), '')}): "
               f"{r.get('error')}" for r in df.to_dict("records") if r.get("status") == "failed"]
     title = "edgebench report: " + ", ".join(sorted({str(r.run_id) for r in runs}))

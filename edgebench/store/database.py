@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -149,39 +150,6 @@ class Store:
             batch = [dict(run_id=run_id, case_id=case_id, **s.to_dict()) for s in case_samples]
             if batch:
                 c.execute(samples.insert(), batch)
-
-    def ingest_bundle(self, run_dir: Path) -> tuple[str, int]:
-        """Load a run folder (run.json + samples.csv) written by another store, e.g. a device of a
-        fleet. Idempotent, keyed by run_id: ingesting the same bundle again replaces its cases.
-        Returns (run_id, number of cases)."""
-        import pandas as pd
-
-        run_dir = Path(run_dir)
-        try:
-            doc = json.loads((run_dir / "run.json").read_text())
-            samples_df = pd.read_csv(run_dir / "samples.csv")
-        except (OSError, ValueError) as e:
-            raise InputError(f"{run_dir} is not a run folder (run.json + samples.csv): {e}") from None
-        if doc.get("schema_version") != SCHEMA_VERSION:
-            raise InputError(f"{run_dir}: schema version {doc.get('schema_version')} is not {SCHEMA_VERSION}")
-        run_id = doc["run_id"]
-        with self.engine.begin() as c:  # replace the whole run: children first (foreign keys)
-            c.execute(samples.delete().where(samples.c.run_id == run_id))
-            c.execute(cases.delete().where(cases.c.run_id == run_id))
-            c.execute(runs.delete().where(runs.c.run_id == run_id))
-            c.execute(runs.insert().values(
-                run_id=run_id, created_at=doc["created_at"], finished_at=doc.get("finished_at"),
-                status=doc["status"], device=doc["device"], schema_version=SCHEMA_VERSION,
-                spec_json=json.dumps(doc["spec"]), env_json=json.dumps(doc["environment"], default=str)))
-        for c in doc["cases"]:
-            case = Case.from_dict(c)
-            rows = samples_df[samples_df["case_id"] == c["case_id"]]
-            case_samples = [Sample(int(r.rep), r.phase, r.metric, float(r.value), int(r.idx),
-                                   "" if pd.isna(r.label) else str(r.label),
-                                   None if pd.isna(r.t_ns) else int(r.t_ns)) for r in rows.itertuples()]
-            self.save_case(run_id, c["case_id"], case, c["status"], c["error"], c["info"], case_samples,
-                           c.get("started_at") or 0.0, c.get("finished_at") or 0.0)
-        return run_id, len(doc["cases"])
 
     # -- reading -----------------------------------------------------------------------------
     def list_runs(self) -> list[RunRow]:

@@ -1,17 +1,34 @@
-"""sha256 of model files, cached by (path, size, mtime) so a 4 GB file is hashed once."""
+"""edgebench's own cache folder ($EDGEBENCH_HOME, default ~/.cache/edgebench): built synthetic
+models under models/, and the sha256 cache of model files (by path, size, mtime). One lock discipline for everything built there."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from edgebench.cache import home as cache_home
 
+def home(cache: Path | None = None) -> Path:
+    """``cache`` if given, else $EDGEBENCH_HOME, else ~/.cache/edgebench."""
+    return Path(cache or os.environ.get("EDGEBENCH_HOME") or Path.home() / ".cache" / "edgebench")
+
+
+@contextlib.contextmanager
+def locked(target: Path) -> Iterator[None]:
+    """An exclusive flock on ``<target>.lock``: concurrent builders of one file take turns."""
+    with open(target.with_name(target.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 def _cache_file() -> Path:
-    return cache_home() / "sha256-cache.json"
+    return home() / "sha256-cache.json"
 
 
 def file_sha256(path: str | Path) -> str:

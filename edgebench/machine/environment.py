@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from edgebench import __version__
 
 if TYPE_CHECKING:
-    from edgebench.devices import DeviceProfile
+    from edgebench.machine.profiles import DeviceProfile
 
 
 def _cpu_model() -> str:
@@ -210,7 +210,7 @@ def collect_environment() -> dict[str, Any]:
     }
 
 
-def fair_run_warnings(profile: "DeviceProfile", env: dict[str, Any]) -> list[str]:
+def fair_run_warnings(profile: DeviceProfile, env: dict[str, Any]) -> list[str]:
     """One line per way this run departs from the profile's fair-run requirements (``[fair_run]``).
     Unknown state is only reported where the requirement matters most (Jetson clocks / mode)."""
     req, out = profile.fair_run, []

@@ -1,4 +1,4 @@
-"""Energy arithmetic: integrating power over phase windows, and per-case energy figures.
+"""Per-case energy figures on read (the integration itself is edgebench.profilers.integrate).
 
 Pure functions, no I/O, no imports of backends or profilers (report code imports this module).
 
@@ -10,54 +10,17 @@ numbers.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
+
+from edgebench.records import ENERGY_TOTAL
 
 if TYPE_CHECKING:
     import pandas as pd
 
-TOTAL = "total"  # label of the whole-device energy
 MEASURED_PHASES = ("prefill", "decode")
 
 
-def _value_at(ts: Sequence[int], vs: Sequence[float], t: int) -> float:
-    """Linear interpolation of a sampled series at ``t``; held constant outside the samples."""
-    i = bisect_left(ts, t)
-    if i < len(ts) and ts[i] == t:
-        return vs[i]
-    if i == 0:
-        return vs[0]
-    if i == len(ts):
-        return vs[-1]
-    t0, t1 = ts[i - 1], ts[i]
-    return vs[i - 1] + (vs[i] - vs[i - 1]) * (t - t0) / (t1 - t0)
-
-
-def integrate_power(ts: Sequence[int], watts: Sequence[float], start_ns: int, end_ns: int) -> float | None:
-    """Joules over [start_ns, end_ns] from power samples (times in ns, sorted): trapezoids between
-    the samples, with the series interpolated at the window edges. Exact for a power trace that is
-    linear between samples; None without samples."""
-    if not ts or end_ns < start_ns:
-        return None
-    pts = [(start_ns, _value_at(ts, watts, start_ns))]
-    lo, hi = bisect_right(ts, start_ns), bisect_left(ts, end_ns)
-    pts += [(ts[i], watts[i]) for i in range(lo, hi)]
-    pts.append((end_ns, _value_at(ts, watts, end_ns)))
-    joules = 0.0
-    for (t0, p0), (t1, p1) in zip(pts, pts[1:]):
-        joules += 0.5 * (p0 + p1) * (t1 - t0) * 1e-9
-    return joules
-
-
-def counter_delta(ts: Sequence[int], joules: Sequence[float], start_ns: int, end_ns: int) -> float | None:
-    """Joules over [start_ns, end_ns] from a cumulative energy counter (already unwrapped), read
-    at the sample times and interpolated at the window edges. None without samples."""
-    if not ts or end_ns < start_ns:
-        return None
-    return _value_at(ts, joules, end_ns) - _value_at(ts, joules, start_ns)
-
-
-def _window_ns(s: "pd.DataFrame", phase: str) -> dict[int, float]:
+def _window_ns(s: pd.DataFrame, phase: str) -> dict[int, float]:
     """Per-rep window length: the profiler's energy_window_ns, else the timed phase itself."""
     w = s[(s.metric == "energy_window_ns") & (s.phase == phase)]
     if len(w):
@@ -67,7 +30,7 @@ def _window_ns(s: "pd.DataFrame", phase: str) -> dict[int, float]:
     return t.groupby("rep")["value"].sum().to_dict()
 
 
-def summarize_energy(samples: "pd.DataFrame", n_prompt: int, n_gen: int) -> dict[str, float | bool | None]:
+def summarize_energy(samples: pd.DataFrame, n_prompt: int, n_gen: int) -> dict[str, float | bool | None]:
     """Per-case energy figures from one case's samples (columns rep, phase, metric, value, idx,
     label, t_ns). Units: W, J, J/token, degrees C. None where there is no data.
 
@@ -86,7 +49,7 @@ def summarize_energy(samples: "pd.DataFrame", n_prompt: int, n_gen: int) -> dict
     s = samples[samples.rep >= 0] if "rep" in samples else samples
     tokens = {"prefill": n_prompt, "decode": n_gen}
     for phase in MEASURED_PHASES:
-        e = s[(s.metric == "energy_j") & (s.phase == phase) & (s.label == TOTAL)]
+        e = s[(s.metric == "energy_j") & (s.phase == phase) & (s.label == ENERGY_TOTAL)]
         if not len(e):
             continue
         per_rep = e.groupby("rep")["value"].sum()

@@ -23,14 +23,15 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
-from edgebench.cache import home as cache_home, locked
 from edgebench.errors import InputError
-from edgebench.presets import Preset, get_preset
+from edgebench.models.cache import home as cache_home
+from edgebench.models.cache import locked
+from edgebench.models.presets import Preset, get_preset
 
 ONNX_QUANT_LEVELS: tuple[str, ...] = ("fp32", "int8", "int4-b32", "int4-b128")
 

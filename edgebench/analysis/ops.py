@@ -24,8 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from edgebench.ops_taxonomy import OP_CLASSES
-from edgebench.records import KEY_FIELDS
+from edgebench.records import KEY_FIELDS, OP_CLASSES
 
 OPS_CSV_COLUMNS: tuple[str, ...] = (
     ("run_id", "case_id") + KEY_FIELDS

@@ -9,7 +9,8 @@ layout and legends outside the axes keep labels from overlapping.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 # (field, prefix) in the order a case is named: "smollm-135m Q4_K_M t=4 p=512"
 LABEL_FIELDS: tuple[tuple[str, str], ...] = (

@@ -84,7 +84,7 @@ def _read_samples(path: Path):
 def _from_run_json(run_json: Path, samples_csv: Path, name: str) -> Side:
     import json
 
-    from edgebench import stats
+    from edgebench.analysis import summary
 
     try:
         doc = json.loads(run_json.read_text())
@@ -93,7 +93,7 @@ def _from_run_json(run_json: Path, samples_csv: Path, name: str) -> Side:
         raise InputError(f"cannot read {run_json}: {type(e).__name__}: {e}") from None
     s = _read_samples(samples_csv)
     # Summaries are recomputed from the raw samples, exactly as for a run in the store.
-    rows = [stats.summarize_case(run_id, device, c, s[(s["run_id"] == run_id) & (s["case_id"] == c["case_id"])])
+    rows = [summary.summarize_case(run_id, device, c, s[(s["run_id"] == run_id) & (s["case_id"] == c["case_id"])])
             for c in cases]
     return _side(name, rows, s)
 
@@ -137,18 +137,18 @@ def load_side(spec: str, store: str | Path = "reports") -> Side:
         return _from_csv(p, spec)
     if p.suffix or "/" in spec:
         raise InputError(f"no such run folder or file: {spec}")
-    from edgebench import stats
-    from edgebench.store import Store
+    from edgebench.analysis import summary
+    from edgebench.store.database import Store
 
     try:
         st = Store(store, create=False)
     except InputError as e:
         raise InputError(f"{spec!r} is not a folder or file, and there is {e}") from None
     run = st.get_run(spec)
-    return _side(f"run {run.run_id}", stats.summarize_run(st, run.run_id), st.get_samples(run.run_id))
+    return _side(f"run {run.run_id}", summary.summarize_run(st, run.run_id), st.get_samples(run.run_id))
 
 
-def rep_values(side: Side, row: dict[str, Any]) -> dict[str, "np.ndarray"]:
+def rep_values(side: Side, row: dict[str, Any]) -> dict[str, np.ndarray]:
     """Per-rep values of each metric of one case, from its raw samples ({} without samples).
 
     Units as METRIC_SPECS: prefill tok/s = n_prompt / prefill time; decode tok/s = n_gen / the
@@ -183,11 +183,11 @@ def rep_values(side: Side, row: dict[str, Any]) -> dict[str, "np.ndarray"]:
     return out
 
 
-def _energy_per_rep(plain, n_prompt: float, n_gen: float) -> dict[str, "np.ndarray"]:
+def _energy_per_rep(plain, n_prompt: float, n_gen: float) -> dict[str, np.ndarray]:
     if not plain["metric"].isin(("energy_j", "power_w")).any():
         return {}
     try:
-        from edgebench.energy import summarize_energy
+        from edgebench.analysis.energy import summarize_energy
     except ImportError:  # the telemetry side of the project is optional
         return {}
     vals: dict[str, list[float]] = {"j_per_token_prefill": [], "j_per_token_decode": []}

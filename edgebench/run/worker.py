@@ -18,8 +18,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -129,7 +129,7 @@ def run_case(case: Case, emit: Emit) -> None:
 
 
 def main() -> int:
-    """Entry point: ``python -m edgebench.worker PROTOCOL_FD`` with the case as JSON on stdin."""
+    """Entry point: ``python -m edgebench.run.worker PROTOCOL_FD`` with the case as JSON on stdin."""
     proto = os.fdopen(int(sys.argv[1]), "w", buffering=1)
     # Anything the runtime prints on stdout would corrupt nothing (the protocol has its own fd),
     # but keep it out of the terminal: send it to the case log with stderr.

@@ -47,14 +47,14 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, title: str = "") -> None:
     if fmt == "json":
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
     elif fmt == "csv":
-        from edgebench.export import _fmt
+        from edgebench.store.bundle import csv_cell
 
         buf = io.StringIO()
         cols = list(rows[0]) if rows else []
         w = csv.DictWriter(buf, fieldnames=cols)
         w.writeheader()
         for r in rows:
-            w.writerow({k: _fmt(r.get(k)) for k in cols})
+            w.writerow({k: csv_cell(r.get(k)) for k in cols})
         sys.stdout.write(buf.getvalue())
     elif fmt == "md":
         cols = [c for c in TABLE_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
@@ -96,11 +96,12 @@ def print_runs(store) -> None:
 
 
 def print_presets() -> None:
-    from edgebench.presets import PRESETS
-    from edgebench.synth import preset_n_params
+    from edgebench.models.presets import PRESETS
+    from edgebench.models.synth_gguf import preset_n_params
 
     table = Table(title="synthetic presets (shapes from public config.json files)")
-    for h in ("preset", "arch", "layers", "hidden", "heads", "kv heads", "head dim", "ffn", "vocab", "tied", "ctx", "params (M)", "KV/token f16"):
+    for h in ("preset", "arch", "layers", "hidden", "heads", "kv heads", "head dim", "ffn", "vocab", "tied", "ctx",
+              "params (M)", "KV/token f16"):
         table.add_column(h, justify="right" if h not in ("preset", "arch", "tied") else "left", no_wrap=True)
     for p in PRESETS.values():
         table.add_row(p.name, p.arch, str(p.n_layer), str(p.n_embd), str(p.n_head), str(p.n_head_kv), str(p.head_dim),
@@ -112,7 +113,7 @@ def print_presets() -> None:
 def make_models(preset: str, quant: str, out: Path | None, backend: str) -> None:
     from edgebench.backends import backend_class
     from edgebench.errors import InputError
-    from edgebench.presets import get_preset
+    from edgebench.models.presets import get_preset
 
     get_preset(preset)
     cls = backend_class(backend)
@@ -137,7 +138,7 @@ def make_models(preset: str, quant: str, out: Path | None, backend: str) -> None
 
 
 def print_gguf_info(path: Path) -> None:
-    from edgebench.gguf_file import read_gguf_info
+    from edgebench.models.gguf_file import read_gguf_info
 
     gi = read_gguf_info(path)
     c = Console()
@@ -157,9 +158,10 @@ def print_gguf_info(path: Path) -> None:
 def print_memory_projection(model: str, ctxs: list[int], cache_types: list[str], quant: str,
                             device: str | None, n_ubatch: int = 512, flash_attn: bool = True) -> list[dict]:
     """`edgebench memory`: weights / KV / compute per context and cache type, without running."""
-    from edgebench import devices, memory_model
     from edgebench.errors import InputError
-    from edgebench.presets import is_preset
+    from edgebench.machine import profiles
+    from edgebench.models import memory_model
+    from edgebench.models.presets import is_preset
 
     if is_preset(model) and not Path(model).exists():
         shapes = memory_model.shapes_from_preset(model, quant)
@@ -169,8 +171,8 @@ def print_memory_projection(model: str, ctxs: list[int], cache_types: list[str],
         raise InputError(f"{model!r} is neither a .gguf file nor a preset")
     limit = None
     if device:
-        prof = devices.get_profile(device) if device != "auto" else devices.detect()
-        limit = (prof.name, devices.memory_bytes(prof))
+        prof = profiles.get_profile(device) if device != "auto" else profiles.detect()
+        limit = (prof.name, profiles.memory_bytes(prof))
     rows = []
     for ct in cache_types:
         for n in ctxs:
@@ -196,7 +198,7 @@ def print_memory_projection(model: str, ctxs: list[int], cache_types: list[str],
 
 
 def print_devices() -> None:
-    from edgebench.devices import load_profiles
+    from edgebench.machine.profiles import load_profiles
 
     table = Table(title="device profiles (devices/*.toml); `edgebench devices show NAME` for details and sources")
     for h in ("name", "aliases", "memory GiB", "GB/s"):
@@ -210,7 +212,7 @@ def print_devices() -> None:
 def print_device(name: str) -> None:
     import dataclasses
 
-    from edgebench.devices import get_profile
+    from edgebench.machine.profiles import get_profile
 
     p = get_profile(name)
     c = Console()
@@ -227,7 +229,7 @@ def print_device(name: str) -> None:
 
 
 def print_detect() -> None:
-    from edgebench.devices import describe_evidence, detect, probe
+    from edgebench.machine.profiles import describe_evidence, detect, probe
 
     ev = probe()
     prof = detect(ev)

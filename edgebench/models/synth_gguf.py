@@ -18,14 +18,15 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from edgebench.cache import home as cache_home, locked
 from edgebench.errors import InputError
-from edgebench.presets import Preset, get_preset
+from edgebench.models.cache import home as cache_home
+from edgebench.models.cache import locked
+from edgebench.models.presets import Preset, get_preset
 
 # Bump whenever the bytes the writer produces change: cached files carrying another value (in the
 # metadata key below, copied into quantized files by the quantizer) are rebuilt.
@@ -298,7 +299,7 @@ def quantize(src: Path, dst: Path, quant: str, n_threads: int | None = None, pro
     bytes. Blocks; ``n_threads`` defaults to all cores. RuntimeError if llama.cpp fails."""
     import llama_cpp as ll
 
-    from edgebench.gguf_file import read_tensors
+    from edgebench.models.gguf_file import read_tensors
 
     q = check_quant(quant)
     src, dst = Path(src), Path(dst)
@@ -333,7 +334,7 @@ def _is_current(path: Path, preset: str) -> bool:
     """True if ``path`` is a whole GGUF of ``preset`` written by this version of the writer."""
     if not path.exists():
         return False
-    from edgebench.gguf_file import read_metadata
+    from edgebench.models.gguf_file import read_metadata
 
     try:
         meta = read_metadata(path)

@@ -15,14 +15,15 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
-from edgebench.hashing import file_sha256
+from edgebench.models.cache import file_sha256
 from edgebench.records import Case, Sample
-from edgebench.spec import ModelRef
-from edgebench.store import Store
+from edgebench.run.plan import ModelRef
+from edgebench.store.database import Store
 
 
 class Events(Protocol):
@@ -79,7 +80,7 @@ def run_worker(case: Case, log_path: Path, on_msg: Callable[[dict], None] = lamb
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edgebench.worker", str(write_fd)],
+            [sys.executable, "-m", "edgebench.run.worker", str(write_fd)],
             stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=(write_fd,),
             start_new_session=True,  # Ctrl-C reaches the runner only; it stops the worker itself
         )
@@ -174,7 +175,8 @@ def run_cases(store: Store, run_id: str, planned: list[tuple[ModelRef, Case]], r
         started = time.time()
         events.case_start(i, n, case)
         try:
-            case = prepare(ref, case, progress=lambda done, total: events.progress(i, {"t": "progress", "stage": "build", "rep": done, "reps": total}))
+            case = prepare(ref, case, progress=lambda done, total: events.progress(
+                i, {"t": "progress", "stage": "build", "rep": done, "reps": total}))
         except Exception as e:  # a model that cannot be built fails its cases only
             res = CaseResult("failed", f"could not build {ref.preset} {ref.quant}: {type(e).__name__}: {e}".splitlines()[0])
         else:

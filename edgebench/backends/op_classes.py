@@ -1,17 +1,9 @@
-"""Op classes: one taxonomy for every runtime, so op shares compare across backends.
-
-Classes (DESIGN.md): mul_mat_vec (a matrix multiply whose activation has one column, i.e. decode),
-mul_mat (more columns: prefill), attention, norm, rope, activation, elementwise,
-copy (cpy / set_rows / get_rows / cache writes), other.
+"""Op classes of each runtime's nodes: one taxonomy (records.OP_CLASSES) for every backend, so op
+shares compare across runtimes. mul_mat_vec is a matrix multiply whose activation has one column
+(decode); mul_mat has more (prefill).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-
-OP_CLASSES: tuple[str, ...] = (
-    "mul_mat_vec", "mul_mat", "attention", "norm", "rope", "activation", "elementwise", "copy", "other",
-)
 
 # ggml op names as ggml_op_desc() returns them (never enum numbers: they change between versions).
 _GGML: dict[str, str] = {
@@ -61,15 +53,3 @@ def classify_onnx(op_type: str, activation_rows: int = 0) -> str:
     if op_type in _ONNX_MATMUL:
         return "mul_mat_vec" if activation_rows == 1 else "mul_mat"
     return _ONNX.get(op_type, "other")
-
-
-@dataclass(frozen=True)
-class OpEvent:
-    """Time of one executed node, as an op tracer saw it."""
-
-    phase: str  # "prefill" | "decode"
-    rep: int
-    op: str  # runtime op name: MUL_MAT, FLASH_ATTN_EXT, MatMulNBits ...
-    op_class: str  # one of OP_CLASSES
-    name: str  # node name: ffn_down-12, result_output, /model/layers.0/attn/...
-    ns: int

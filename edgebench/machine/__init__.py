@@ -1,0 +1,1 @@
+"""The host: one probe, device profiles, the environment record of a run."""

@@ -1,0 +1,1 @@
+"""What a person reads: formatted cells, terminal tables, reports, plots."""

@@ -1,0 +1,80 @@
+"""How a comparison reads: a rich table, Markdown, JSON or CSV (edgebench.analysis.compare computes it)."""
+
+from __future__ import annotations
+
+from edgebench.analysis.compare import Result, Row
+
+FORMATS = ("table", "md", "json", "csv")
+_COLUMNS = ("case", "metric", "baseline", "candidate", "ratio", "change", "CI", "p", "verdict")
+_COLOR = {"regression": "bold red", "improved": "green", "insignificant": "yellow", "ok": ""}
+
+
+def _fmt_value(v: float, unit: str) -> str:
+    if unit == "bytes":
+        return f"{v / 2**20:,.1f} MiB"
+    if unit == "tok/s":
+        return f"{v:,.1f}" if v >= 100 else f"{v:.2f}"
+    if unit == "ms":
+        return f"{v:.2f} ms" if v >= 1 else f"{v:.3f} ms"
+    return f"{v:.3g} {unit}"
+
+
+def _cells(r: Row) -> list[str]:
+    ci = "-" if r.ci_low is None else f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"
+    p = {"exact": "exact", "none": "n/a"}.get(r.test) or (f"{r.p_value:.3f}" if r.p_value >= 0.001 else f"{r.p_value:.1e}")
+    return [r.label, r.metric, _fmt_value(r.baseline, r.unit), _fmt_value(r.candidate, r.unit), f"{r.ratio:.3f}",
+            f"{r.change:+.1%}", ci, p, r.verdict]
+
+
+def summary_line(res: Result) -> str:
+    c = res.counts()
+    thr = f"threshold {res.options.threshold:.0%}" + (
+        "".join(f", {k} {v:.0%}" for k, v in res.options.fail_on.items()))
+    return (f"{c['regression']} regression(s), {c['improved']} improved, {c['insignificant']} insignificant, "
+            f"{c['ok']} ok ({thr}; alpha {res.options.alpha:g}; tok/s: higher is better; ms, bytes, J: lower)")
+
+
+def render(res: Result, fmt: str) -> str:
+    """The comparison as Markdown, JSON or CSV text ('table' is drawn by print_table)."""
+    if fmt == "json":
+        import json
+
+        doc = {"baseline": res.baseline, "candidate": res.candidate, "counts": res.counts(),
+               "regressions": res.regressions, "warnings": res.warnings, "rows": [r.to_dict() for r in res.rows]}
+        return json.dumps(doc, indent=2) + "\n"
+    if fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        dicts = [r.to_dict() for r in res.rows]
+        w = csv.DictWriter(buf, fieldnames=list(dicts[0]))
+        w.writeheader()
+        w.writerows(dicts)
+        return buf.getvalue()
+    lines = [f"**{res.baseline}** (baseline) vs **{res.candidate}** (candidate)", "",
+             "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    for r in res.rows:
+        cells = [c.replace("|", "\\|") for c in _cells(r)]
+        cells[-1] = f"**{cells[-1]}**" if r.verdict == "regression" else cells[-1]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", summary_line(res)] + [f"- warning: {w}" for w in res.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(res: Result, console=None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"{escape(res.baseline)} (baseline) vs {escape(res.candidate)} (candidate)")
+    for c in _COLUMNS:
+        table.add_column(c, justify="left" if c in ("case", "metric", "verdict") else "right")
+    for r in res.rows:
+        cells = [escape(c) for c in _cells(r)]
+        if _COLOR[r.verdict]:
+            cells[-1] = f"[{_COLOR[r.verdict]}]{cells[-1]}[/]"
+        table.add_row(*cells)
+    console.print(table)
+    console.print(summary_line(res))

@@ -1,0 +1,1 @@
+"""Running a sweep: spec -> plan -> session -> runner -> one worker subprocess per case."""

@@ -1,0 +1,102 @@
+"""Plan a run: resolve the spec's models (files, folders, presets) per backend and expand the
+sweep into Cases, a cartesian product like llama-bench's."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgebench.errors import InputError
+from edgebench.records import Case
+from edgebench.run.spec import SWEEP_PARAMS, RunSpec
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to measure on one backend: a file, or a preset at a quant level still to be built."""
+
+    backend: str
+    path: str = ""
+    preset: str = ""
+    quant: str = ""
+
+
+def resolve_models(spec: RunSpec) -> tuple[list[ModelRef], list[str]]:
+    """Model refs for every (backend, model[, quant]) that applies, and notes on what was skipped.
+
+    Validates files (exists, right format, not truncated) so bad input stops before any run."""
+    from edgebench.backends import backend_class
+    from edgebench.models import presets
+
+    refs: list[ModelRef] = []
+    notes: list[str] = []
+    files: list[Path] = []
+    preset_names: list[str] = []
+    for m in spec.models:
+        if presets.is_preset(m) and not Path(m).exists():
+            preset_names.append(presets.get_preset(m).name)
+            continue
+        p = Path(m).expanduser()
+        if not p.exists():
+            raise InputError(f"model {m!r} is neither a file nor a folder nor a preset (presets: {', '.join(presets.PRESETS)})")
+        if p.is_dir() and not (p / "genai_config.json").exists() and not any(p.glob("*.onnx")):
+            found = sorted(p.glob("*.gguf"))
+            if not found:
+                raise InputError(f"folder {p} holds no .gguf or .onnx model")
+            files.extend(found)
+        else:
+            files.append(p)
+    for backend in spec.backends:
+        cls = backend_class(backend)
+        for f in files:
+            suffix = "" if f.is_dir() else f.suffix.lower()
+            if suffix not in cls.suffixes:
+                notes.append(f"{f.name}: not a {backend} model, skipped for {backend}")
+                continue
+            _validate_file(f)
+            refs.append(ModelRef(backend, path=str(f)))
+        quants = spec.quants or cls.default_ladder
+        for name in preset_names:
+            for q in quants:
+                canon = cls.check_quant(q)
+                if canon is None:
+                    notes.append(f"{q} is not a {backend} quant level, skipped for {backend}")
+                    continue
+                refs.append(ModelRef(backend, preset=name, quant=canon))
+    if spec.quants and preset_names:
+        valid_somewhere = {q for q in spec.quants if any(backend_class(b).check_quant(q) for b in spec.backends)}
+        bad = [q for q in spec.quants if q not in valid_somewhere]
+        if bad:
+            levels = sorted({lv for b in spec.backends for lv in backend_class(b).quant_levels})
+            raise InputError(f"unknown quant level {bad[0]!r}; valid: {', '.join(levels)}")
+    if not refs:
+        raise InputError("nothing to run: " + ("; ".join(notes) if notes else "no models"))
+    return refs, notes
+
+
+def _validate_file(p: Path) -> None:
+    if p.suffix.lower() == ".gguf":
+        from edgebench.models.gguf_file import validate_gguf
+
+        validate_gguf(p)
+
+
+def expand(spec: RunSpec, refs: list[ModelRef], n_threads_default: int) -> list[tuple[ModelRef, Case]]:
+    """The cartesian product of models and sweep values. The Case's model path is filled in for
+    files; presets get theirs once built (runner.prepare)."""
+    names = list(spec.sweep)
+    grids = [spec.sweep[n] for n in names]
+    out = []
+    for ref in refs:
+        for combo in itertools.product(*grids):
+            kw = {SWEEP_PARAMS[n][0]: v for n, v in zip(names, combo)}
+            kw.setdefault("n_threads", n_threads_default)
+            try:
+                case = Case(backend=ref.backend, model=ref.path, reps=spec.reps, warmup=spec.warmup,
+                            profile=spec.profile, preset=ref.preset, quant_request=ref.quant,
+                            timeout_s=spec.timeout, **kw)
+            except ValueError as e:
+                raise InputError(str(e)) from None
+            out.append((ref, case))
+    return out

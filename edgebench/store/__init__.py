@@ -1,0 +1,1 @@
+"""Persistence: the results database and run bundles (folders another store can ingest)."""
