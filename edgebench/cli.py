@@ -12,14 +12,13 @@ from typing import Optional
 
 import typer
 
-from edgebench.errors import InputError
+from edgebench.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_REGRESSION, InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Benchmark small language models on edge devices: prefill, decode, memory, ops.")
 models_app = typer.Typer(help="Synthetic models with the shapes of public SLMs.", pretty_exceptions_enable=False)
 app.add_typer(models_app, name="models")
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_OUT = Path("reports")
 
 
@@ -181,9 +180,9 @@ def models_make(
     backend: str = typer.Option("llama-cpp", "--backend", help="llama-cpp (GGUF), onnxruntime (ONNX) or onnxruntime-genai (genai folder)."),
 ) -> None:
     """Write a synthetic model at one or more quant levels."""
-    from edgebench.present import tables
+    from edgebench.run.make import make_models
 
-    tables.make_models(preset, quant, out, backend)
+    make_models(preset, quant, out, backend)
 
 
 @models_app.command("inspect")

@@ -5,7 +5,7 @@ The store's DDL, the CSV headers and the report columns all derive from the defi
 Stored data is long and flat. A *sample* is one raw measurement:
 (run_id, case_id, rep, phase, metric, idx, label, value, t_ns), in raw SI units (ns, bytes,
 joules, watts, degrees C). Per-case summaries (tok/s, percentiles...) are computed on read by
-``edgebench.stats``; nothing derived is stored.
+``edgebench.analysis``; nothing derived is stored.
 
 SCHEMA_VERSION history:
   1 - first stored format (runs, cases, samples).
@@ -115,9 +115,12 @@ class Case:
         return cls(**kw)
 
     def key(self) -> str:
-        """Stable identity of the case within a run (used by --resume)."""
+        """Stable identity of the case within a run (used by --resume). A preset case is known by
+        preset + quant_request, not by the file it is built into: it has its key before the build."""
         d = self.to_dict()
         d.pop("timeout_s")
+        if self.preset:
+            d.pop("model")
         return json.dumps(d, sort_keys=True)
 
 
@@ -208,6 +211,117 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "kv_share", "embed_share",
     "status", "error",
 )
+
+
+@dataclass(frozen=True)
+class Field:
+    """One summary / compare metric or displayed column, and how every view shows it.
+
+    ``unit`` is the unit of the value as summaries and compare hold it (tok/s, ms, bytes, J/token,
+    1 for fractions); ``fmt`` how it is displayed (edgebench.present.format): "" text or key value,
+    "num" a number with three significant digits, "mib" bytes in MiB, "mj" joules in mJ, "pct" /
+    "pct0" a fraction as a percentage, or a str.format spec. ``short`` is the prefix of the field in
+    a case label ("t" -> "t=4"). ``center`` is the rule that makes one per-case value of a per-rep
+    metric (edgebench.analysis.per_rep): "mean" for throughputs and energy (a total over reps divided
+    by their count), "median" for latencies (one stalled rep must not move them), "max" for sizes and
+    peaks (the peak of the case; buffer sizes are one value per case anyway); "" for a column that is
+    not a per-rep metric. Summaries, compare's baseline / candidate columns, its ratio and its
+    bootstrap interval all use that one center."""
+
+    name: str
+    unit: str = ""
+    header: str = ""
+    short: str = ""
+    fmt: str = ""
+    direction: str = ""  # "higher" or "lower" is better; "" for none
+    center: str = ""  # "mean" | "median" | "max" | ""
+    exact: bool = False  # deterministic (buffer sizes): no noise, any change past the threshold is real
+    compared: bool = False  # checked by compare (--metrics, --fail-on)
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("", "higher", "lower"):
+            raise ValueError(f"direction must be higher, lower or empty, got {self.direction!r}")
+        if self.center not in ("", "mean", "median", "max"):
+            raise ValueError(f"center must be mean, median, max or empty, got {self.center!r}")
+        if self.compared and not (self.center and self.direction):
+            raise ValueError(f"compared field {self.name} needs a center and a direction")
+
+
+def _key(name: str, header: str = "", short: str = "") -> Field:
+    return Field(name, header=header or name, short=short)
+
+
+def _metric(name: str, unit: str, header: str, fmt: str, direction: str = "", center: str = "",
+            exact: bool = False, compared: bool = False) -> Field:
+    return Field(name, unit, header, "", fmt, direction, center, exact, compared)
+
+
+FIELDS: dict[str, Field] = {f.name: f for f in (
+    _key("run_id", "run", "run"), _key("case_id", "#"), _key("device"), _key("backend"), _key("model"),
+    _key("quant"), Field("bpw", "bit", "bpw", fmt="{:.2f}"), _key("n_threads", "t", "t"),
+    _key("n_gpu_layers", "ngl", "ngl"), _key("n_prompt", "p", "p"), _key("n_gen", "n", "n"), _key("depth", "d", "d"),
+    _key("n_ctx", "ctx", "ctx"), _key("n_batch", "b", "b"), _key("n_ubatch", "ub", "ub"),
+    _key("flash_attn", "fa", "fa"), _key("cache_type_k", "ctk", "ctk"), _key("cache_type_v", "ctv", "ctv"),
+    _key("ep", "ep", "ep"), _key("graph_opt", "graph_opt", "graph_opt"), _key("status"),
+    _metric("load_ms", "ms", "load ms", "num", "lower", "mean"),
+    _metric("prefill_tok_s", "tok/s", "prefill tok/s", "num", "higher", "mean", compared=True),
+    _metric("prefill_tok_s_std", "tok/s", "±", "num"),
+    _metric("decode_tok_s", "tok/s", "decode tok/s", "num", "higher", "mean", compared=True),
+    _metric("decode_tok_s_std", "tok/s", "±", "num"),
+    _metric("ttft_ms", "ms", "TTFT ms", "num", "lower", "median", compared=True),
+    _metric("tpot_ms_p50", "ms", "TPOT p50 ms", "num", "lower", "median", compared=True),
+    _metric("tpot_ms_p90", "ms", "p90 ms", "num", "lower", "median", compared=True),
+    _metric("tpot_ms_p99", "ms", "p99 ms", "num", "lower", "median", compared=True),
+    _metric("prefill_cv", "1", "prefill CV", "pct"), _metric("decode_cv", "1", "decode CV", "pct"),
+    _metric("weights_bytes", "bytes", "weights MiB", "mib", "lower", "max", exact=True, compared=True),
+    _metric("kv_bytes", "bytes", "KV MiB", "mib", "lower", "max", exact=True, compared=True),
+    _metric("compute_bytes", "bytes", "compute MiB", "mib", "lower", "max", exact=True, compared=True),
+    _metric("kv_used_bytes", "bytes", "KV used MiB", "mib", "lower", "max", exact=True),
+    _metric("rss_peak_bytes", "bytes", "peak RSS MiB", "mib", "lower", "max", compared=True),
+    _metric("gpu_peak_bytes", "bytes", "GPU peak MiB", "mib", "lower", "max"),
+    _metric("kv_share", "1", "KV share", "pct"), _metric("embed_share", "1", "embed share", "pct"),
+    _metric("j_per_token_prefill", "J/token", "prefill mJ/tok", "mj", "lower", "mean", compared=True),
+    _metric("j_per_token_decode", "J/token", "decode mJ/tok", "mj", "lower", "mean", compared=True),
+    _metric("bytes_per_token", "bytes", "MiB read / token", "mib"),
+    _metric("mem_bandwidth_gbs", "GB/s", "bandwidth GB/s", "{:g}"),
+    _metric("bound_tok_s", "tok/s", "bound tok/s", "num", "higher"),
+    _metric("roof_pct", "1", "% of BW bound", "pct0", "higher"),
+)}
+
+# The order in which fields name a case: "smollm-135m Q4_K_M t=4 p=512" (case_label).
+LABEL_FIELDS: tuple[str, ...] = (
+    "run_id", "device", "backend", "model", "quant", "n_threads", "n_gpu_layers", "n_prompt", "n_gen", "depth",
+    "n_ctx", "n_batch", "n_ubatch", "flash_attn", "cache_type_k", "cache_type_v", "ep", "graph_opt",
+)
+_BARE_IN_LABEL = ("device", "backend", "model", "quant")
+
+
+def label_value(v: Any) -> str:
+    """A key value as text: 512.0 -> '512' (CSV and pandas turn integers into floats)."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def case_label(values: dict[str, Any], fields) -> str:
+    """The name of a case from the ``fields`` of ``values`` that it should show, in LABEL_FIELDS
+    order: device, backend, model and quant bare, the run as "run ID", the rest as short=value
+    ("t=4 p=512 d=0"). Blank values (None, "", NaN) are left out."""
+    wanted = set(fields)
+    parts = []
+    for f in LABEL_FIELDS:
+        if f not in wanted or f not in values:
+            continue
+        text = label_value(values[f])
+        if text in ("", "None", "nan"):
+            continue
+        if f == "run_id":
+            parts.append(f"run {text}")
+        elif f in _BARE_IN_LABEL:
+            parts.append(text)
+        else:
+            parts.append(f"{FIELDS[f].short}={text}")
+    return " ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 from edgebench.errors import InputError
 from edgebench.models import synth_gguf
 from edgebench.models.gguf_file import read_gguf_info, read_metadata, read_tensors, tensor_group, validate_gguf
-from edgebench.models.presets import PRESETS
+from edgebench.models.presets import PRESETS, preset_n_params
 
 TINY = PRESETS["tiny"]
 
@@ -21,7 +21,7 @@ def test_info_of_tiny_f16(tiny_gguf):
     assert (gi.arch, gi.name, gi.synthetic_preset, gi.quant) == ("llama", "tiny", "tiny", "F16")
     assert (gi.n_layer, gi.n_embd, gi.n_head, gi.n_head_kv, gi.head_dim, gi.n_ff, gi.n_vocab, gi.n_ctx_train) == (
         TINY.n_layer, TINY.n_embd, TINY.n_head, TINY.n_head_kv, TINY.head_dim, TINY.n_ff, TINY.n_vocab, TINY.n_ctx_train)
-    assert gi.n_params == synth_gguf.preset_n_params(TINY)
+    assert gi.n_params == preset_n_params(TINY)
     assert gi.tied is False
     assert gi.embed_params == 2 * TINY.n_embd * TINY.n_vocab  # token_embd + untied output
     assert gi.file_bytes > gi.tensor_bytes > 0

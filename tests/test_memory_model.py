@@ -36,8 +36,7 @@ def test_qwen2_131k_kv_dominates_like_the_survey():
     from edgebench.models.memory_model import Shapes, project
 
     p = PRESETS["qwen2-0.5b"]
-    shapes = Shapes(p.name, p.n_layer, p.n_embd, p.n_head, p.n_head_kv, p.head_dim, p.n_ff, p.n_vocab,
-                    494_000_000, 494_000_000 * 2, True)
+    shapes = Shapes(p.name, p, 494_000_000, 494_000_000 * 2, True)
     short, long = project(shapes, 2048), project(shapes, 131072)
     assert long["kv_bytes"] == 131072 * 12 * 1024
     assert long["kv_share"] > 0.5 > short["kv_share"]

@@ -14,7 +14,8 @@ from onnx import TensorProto, helper
 from edgebench.backends.onnxruntime import OnnxRuntimeBackend
 from edgebench.errors import InputError
 from edgebench.models.presets import PRESETS
-from edgebench.models.synth_onnx import ONNX_QUANT_LEVELS, ensure_onnx_model
+from edgebench.models.quant_levels import ONNX_QUANTS
+from edgebench.models.synth_onnx import ensure_onnx_model
 from edgebench.records import OP_CLASSES, Case
 
 SMALL = dataclasses.replace(PRESETS["smollm-135m"], name="test-ort", n_layer=2, n_embd=128, n_head=4,
@@ -28,7 +29,7 @@ TOKENS = [int(t) for t in np.random.default_rng(7).integers(0, SMALL.n_vocab, 24
 @pytest.fixture(scope="session")
 def small_onnx(tmp_path_factory) -> dict[str, Path]:
     cache = tmp_path_factory.mktemp("ort-models")
-    return {q: ensure_onnx_model(SMALL, q, cache=cache) for q in ONNX_QUANT_LEVELS}
+    return {q: ensure_onnx_model(SMALL, q, cache=cache) for q in ONNX_QUANTS.levels}
 
 
 def _case(model, **kw) -> Case:
@@ -45,7 +46,7 @@ def backend():
     b.close()
 
 
-@pytest.mark.parametrize("quant", ONNX_QUANT_LEVELS)
+@pytest.mark.parametrize("quant", ONNX_QUANTS.levels)
 def test_load_prefill_decode(small_onnx, backend, quant):
     case = _case(small_onnx[quant])
     info = backend.load(case)

@@ -19,7 +19,7 @@ from edgebench.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 from edgebench.backends.onnxruntime_genai import OnnxRuntimeGenaiBackend  # noqa: E402
 from edgebench.errors import InputError  # noqa: E402
 from edgebench.models.presets import PRESETS  # noqa: E402
-from edgebench.models.synth_onnx import GENAI_CONFIG, write_genai_folder  # noqa: E402
+from edgebench.models.synth_genai import GENAI_CONFIG, write_genai_folder  # noqa: E402
 from edgebench.records import Case  # noqa: E402
 from edgebench.run.runner import run_worker  # noqa: E402
 

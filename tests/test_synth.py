@@ -13,8 +13,10 @@ import pytest
 
 from edgebench.errors import InputError
 from edgebench.models import synth_gguf
+from edgebench.models.cache import models_dir
 from edgebench.models.gguf_file import read_gguf_info, read_metadata, read_tensors
-from edgebench.models.presets import PRESETS
+from edgebench.models.presets import PRESETS, preset_n_params, preset_tensor_shapes
+from edgebench.models.quant_levels import GGUF_QUANTS
 
 TINY = PRESETS["tiny"]
 
@@ -80,15 +82,15 @@ def llama():
 @pytest.mark.parametrize("name", [n for n, p in PRESETS.items() if p.published_params])
 def test_preset_params_match_published(name):
     p = PRESETS[name]
-    n = synth_gguf.preset_n_params(p)
+    n = preset_n_params(p)
     assert abs(n / p.published_params - 1) < 0.01, f"{name}: {n / 1e6:.1f}M vs {p.published_params / 1e6:.1f}M"
 
 
 def test_written_file_has_exactly_the_shapes(tmp_path):
     path = synth_gguf.write_gguf(TINY, tmp_path / "tiny.gguf")
-    shapes = synth_gguf.preset_tensor_shapes(TINY)
+    shapes = preset_tensor_shapes(TINY)
     assert {t.name: t.shape for t in read_tensors(path)} == shapes
-    assert read_gguf_info(path).n_params == synth_gguf.preset_n_params(TINY)
+    assert read_gguf_info(path).n_params == preset_n_params(TINY)
 
 
 @pytest.mark.parametrize("arch", sorted(SHRUNK))
@@ -100,29 +102,29 @@ def test_every_family_loads_and_decodes_in_llama_cpp(arch, tmp_path, llama):
     got = llama.load_and_decode(path)
     assert got["rc"] == (0, 0)
     assert got["finite"]
-    assert got["n_params"] == synth_gguf.preset_n_params(p) == gi.n_params
+    assert got["n_params"] == preset_n_params(p) == gi.n_params
     assert (got["n_vocab"], got["n_layer"]) == (p.n_vocab, p.n_layer)
 
 
 def test_family_specific_tensors_and_keys():
-    phi = synth_gguf.preset_tensor_shapes(SHRUNK["phi3"])
+    phi = preset_tensor_shapes(SHRUNK["phi3"])
     assert phi["blk.0.attn_qkv.weight"] == (128, 3 * 128) and phi["blk.0.ffn_up.weight"] == (128, 2 * 128)
     assert "blk.0.attn_q.weight" not in phi and "blk.0.ffn_gate.weight" not in phi
-    qwen = synth_gguf.preset_tensor_shapes(SHRUNK["qwen2"])
+    qwen = preset_tensor_shapes(SHRUNK["qwen2"])
     assert qwen["blk.1.attn_k.bias"] == (64,) and "output.weight" not in qwen  # biases; tied
-    st = synth_gguf.preset_tensor_shapes(SHRUNK["stablelm"])
+    st = preset_tensor_shapes(SHRUNK["stablelm"])
     assert "blk.0.attn_norm.bias" in st and "output_norm.bias" in st and "output.weight" in st
-    gem = synth_gguf.preset_tensor_shapes(SHRUNK["gemma2"])
+    gem = preset_tensor_shapes(SHRUNK["gemma2"])
     assert gem["blk.0.attn_q.weight"] == (160, 128) and "blk.0.post_ffw_norm.weight" in gem
 
 
 def test_invalid_structures_are_refused():
     with pytest.raises(ValueError, match="n_head\\*head_dim"):
-        synth_gguf.preset_tensor_shapes(dataclasses.replace(SHRUNK["qwen2"], head_dim=64))
+        preset_tensor_shapes(dataclasses.replace(SHRUNK["qwen2"], head_dim=64))
     with pytest.raises(ValueError, match="gemma2 always ties"):
-        synth_gguf.preset_tensor_shapes(dataclasses.replace(SHRUNK["gemma2"], tied=False))
+        preset_tensor_shapes(dataclasses.replace(SHRUNK["gemma2"], tied=False))
     with pytest.raises(InputError, match="not supported"):
-        synth_gguf.preset_tensor_shapes(dataclasses.replace(TINY, arch="mamba"))
+        preset_tensor_shapes(dataclasses.replace(TINY, arch="mamba"))
 
 
 def test_writer_is_seeded_and_reports_progress(tmp_path):
@@ -158,12 +160,12 @@ def test_quantize_reports_progress_and_fails_cleanly(tiny_gguf, tmp_path):
 
 
 def test_check_quant():
-    assert synth_gguf.check_quant("q4_k_m") == "Q4_K_M"
-    assert synth_gguf.check_quant(" f16 ") == "F16"
-    assert set(synth_gguf.DEFAULT_LADDER) <= set(synth_gguf.QUANT_LEVELS)
+    assert GGUF_QUANTS.check("q4_k_m") == "Q4_K_M"
+    assert GGUF_QUANTS.check(" f16 ") == "F16"
+    assert set(GGUF_QUANTS.ladder) <= set(GGUF_QUANTS.levels)
     for bad in ("Q4_K_X", "Q2_K_S", "IQ2_XXS"):  # the last two need an importance matrix
         with pytest.raises(InputError) as e:
-            synth_gguf.check_quant(bad)
+            GGUF_QUANTS.check(bad)
         msg = str(e.value)
         assert f"unknown quant level {bad!r}" in msg and "Q4_K_M" in msg and "IQ4_NL" in msg and "\n" not in msg
 
@@ -171,24 +173,24 @@ def test_check_quant():
 # -- the cache ----------------------------------------------------------------------------------
 def test_models_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("EDGEBENCH_HOME", str(tmp_path / "home"))
-    assert synth_gguf.models_dir() == tmp_path / "home" / "models"
-    assert synth_gguf.models_dir(tmp_path / "c") == tmp_path / "c" / "models"
+    assert models_dir() == tmp_path / "home" / "models"
+    assert models_dir(tmp_path / "c") == tmp_path / "c" / "models"
     monkeypatch.delenv("EDGEBENCH_HOME")
-    assert synth_gguf.models_dir() == Path.home() / ".cache" / "edgebench" / "models"
+    assert models_dir() == Path.home() / ".cache" / "edgebench" / "models"
 
 
 def test_ensure_model_reuses_and_leaves_no_temp_files(tmp_path):
     p = synth_gguf.ensure_model("TINY", "q8_0", cache=tmp_path)
-    assert p == synth_gguf.models_dir(tmp_path) / "tiny-Q8_0.gguf"
+    assert p == models_dir(tmp_path) / "tiny-Q8_0.gguf"
     mtime = p.stat().st_mtime_ns
     assert synth_gguf.ensure_model("tiny", "Q8_0", cache=tmp_path).stat().st_mtime_ns == mtime
-    names = os.listdir(synth_gguf.models_dir(tmp_path))
+    names = os.listdir(models_dir(tmp_path))
     assert sorted(n for n in names if n.endswith(".gguf")) == ["tiny-F16.gguf", "tiny-Q8_0.gguf"]
     assert not [n for n in names if ".tmp-" in n]
 
 
 def test_stale_corrupt_and_leftover_files_are_rebuilt(tmp_path, monkeypatch):
-    d = synth_gguf.models_dir(tmp_path)
+    d = models_dir(tmp_path)
     f16 = synth_gguf.ensure_model("tiny", "F16", cache=tmp_path)
     size = f16.stat().st_size
     f16.write_bytes(f16.read_bytes()[: size // 3])  # a truncated cache file is never reused
@@ -210,7 +212,7 @@ def test_concurrent_builders_share_one_file(tmp_path):
     # spawn, not fork: the parent may already hold llama.cpp threads
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         digests = pool.map(_build, [str(tmp_path)] * 2)
-    path = synth_gguf.models_dir(tmp_path) / "tiny-Q4_K_M.gguf"
+    path = models_dir(tmp_path) / "tiny-Q4_K_M.gguf"
     assert digests[0] == digests[1] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert read_gguf_info(path).quant == "Q4_K_M"
     assert not [n for n in os.listdir(path.parent) if ".tmp-" in n]

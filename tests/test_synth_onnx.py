@@ -13,7 +13,10 @@ import pytest
 from edgebench.errors import InputError
 from edgebench.models import synth_onnx
 from edgebench.models.presets import PRESETS
-from edgebench.models.synth_onnx import ONNX_QUANT_LEVELS, check_onnx_quant, ensure_onnx_model, write_onnx
+from edgebench.models.quant_levels import ONNX_QUANTS
+from edgebench.models.synth_onnx import ensure_onnx_model, write_onnx
+
+ONNX_QUANT_LEVELS, check_onnx_quant = ONNX_QUANTS.levels, ONNX_QUANTS.check
 
 SMALL = dataclasses.replace(PRESETS["qwen2.5-0.5b"], name="test-synth", n_layer=2, n_embd=128, n_head=4,
                             n_head_kv=2, head_dim=32, n_ff=256, n_vocab=384)

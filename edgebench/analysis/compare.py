@@ -2,11 +2,13 @@
 
 Each side is a run id in a store, a run folder (run.json + samples.csv, or summary.csv), or a
 summary/samples CSV file, loaded by edgebench.compare_sides. Cases are joined on
-``records.KEY_FIELDS``; each metric has a direction. A change is a *regression* only when it is
-worse than its threshold AND statistically significant on the raw per-rep values: a two-sided
-Mann-Whitney U test (p < alpha) whose verdict a bootstrap confidence interval of the ratio of
-means agrees with (the interval excludes 1). Deterministic metrics (buffer sizes) have no noise,
-so any change past the threshold is real.
+``records.KEY_FIELDS``; each metric (records.FIELDS, compared) has a direction and a center rule
+(mean, median or max over reps). The baseline and candidate columns are each side's center of the
+per-rep values (edgebench.analysis.per_rep: the very numbers the summary shows), the ratio is
+theirs. A change is a *regression* only when it is worse than its threshold AND statistically
+significant on the raw per-rep values: a two-sided Mann-Whitney U test (p < alpha) whose verdict a
+bootstrap confidence interval of the ratio of centers agrees with (the interval excludes 1).
+Deterministic metrics (buffer sizes) have no noise, so any change past the threshold is real.
 
 Never runs a model and never imports a backend.
 """
@@ -20,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from edgebench.analysis.sides import Side, load_side, norm_key, num, rep_values
+from edgebench.analysis import per_rep
+from edgebench.analysis.sides import Side, load_side, norm_key, num
 from edgebench.errors import InputError
-from edgebench.records import KEY_FIELDS
+from edgebench.records import FIELDS, KEY_FIELDS, case_label
 
 VERDICTS = ("regression", "improved", "insignificant", "ok")
 BOOTSTRAP_N = 2000
@@ -37,20 +40,10 @@ class MetricSpec:
     exact: bool = False  # deterministic (one value per case): any change past the threshold is real
 
 
-METRIC_SPECS: dict[str, MetricSpec] = {m.name: m for m in (
-    MetricSpec("prefill_tok_s", True, "tok/s"),
-    MetricSpec("decode_tok_s", True, "tok/s"),
-    MetricSpec("ttft_ms", False, "ms"),
-    MetricSpec("tpot_ms_p50", False, "ms"),
-    MetricSpec("tpot_ms_p90", False, "ms"),
-    MetricSpec("tpot_ms_p99", False, "ms"),
-    MetricSpec("weights_bytes", False, "bytes", exact=True),
-    MetricSpec("kv_bytes", False, "bytes", exact=True),
-    MetricSpec("compute_bytes", False, "bytes", exact=True),
-    MetricSpec("rss_peak_bytes", False, "bytes"),
-    MetricSpec("j_per_token_prefill", False, "J/token"),
-    MetricSpec("j_per_token_decode", False, "J/token"),
-)}
+# Every compared metric of records.FIELDS; its center rule is FIELDS[name].center (per_rep.center).
+METRIC_SPECS: dict[str, MetricSpec] = {
+    f.name: MetricSpec(f.name, f.direction == "higher", f.unit, f.exact) for f in FIELDS.values() if f.compared
+}
 # Checked unless --metrics says otherwise; each only where both sides have it.
 DEFAULT_METRICS = ("prefill_tok_s", "decode_tok_s", "tpot_ms_p50", "weights_bytes", "kv_bytes",
                    "compute_bytes", "rss_peak_bytes", "j_per_token_prefill", "j_per_token_decode")
@@ -155,11 +148,12 @@ def min_mannwhitney_p(n1: int, n2: int) -> float:
     return min(1.0, 2.0 / math.comb(n1 + n2, n1)) if n1 and n2 else 1.0
 
 
-def bootstrap_ratio_ci(base: np.ndarray, cand: np.ndarray, alpha: float) -> tuple[float, float]:
-    """Percentile bootstrap CI of mean(cand) / mean(base), resampling reps on each side."""
+def bootstrap_ratio_ci(base: np.ndarray, cand: np.ndarray, alpha: float, metric: str) -> tuple[float, float]:
+    """Percentile bootstrap CI of center(cand) / center(base) (``metric``'s center rule),
+    resampling reps on each side."""
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    b = base[rng.integers(0, base.size, (BOOTSTRAP_N, base.size))].mean(axis=1)
-    c = cand[rng.integers(0, cand.size, (BOOTSTRAP_N, cand.size))].mean(axis=1)
+    b = per_rep.center(metric, base[rng.integers(0, base.size, (BOOTSTRAP_N, base.size))], axis=1)
+    c = per_rep.center(metric, cand[rng.integers(0, cand.size, (BOOTSTRAP_N, cand.size))], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = c / b
     lo, hi = np.nanpercentile(ratios, [100 * alpha / 2, 100 * (1 - alpha / 2)])
@@ -170,20 +164,23 @@ def _test(spec: MetricSpec, base: np.ndarray, cand: np.ndarray, alpha: float):
     """(p, ci_low, ci_high, test name, significant) for one metric of one case."""
     from scipy import stats as st
 
-    ratio = cand.mean() / base.mean()
+    bc, cc = per_rep.center(spec.name, base), per_rep.center(spec.name, cand)
+    ratio = cc / bc
     constant = np.ptp(base) == 0 and np.ptp(cand) == 0
     if spec.exact or constant:
         # No noise on either side: the change is exactly what was measured.
-        return None, ratio, ratio, "exact", bool(base.mean() != cand.mean())
+        return None, ratio, ratio, "exact", bool(bc != cc)
     if base.size < 2 or cand.size < 2:
         return None, None, None, "none", False
     p = float(st.mannwhitneyu(base, cand, alternative="two-sided").pvalue)
-    lo, hi = bootstrap_ratio_ci(base, cand, alpha)
+    lo, hi = bootstrap_ratio_ci(base, cand, alpha, spec.name)
     return p, lo, hi, "mannwhitney", p < alpha and not (lo <= 1.0 <= hi)
 
 
 def _test_from_summary(base: tuple, cand: tuple, alpha: float):
-    """Welch's t-test and a delta-method CI from (mean, std, n) when no raw samples exist."""
+    """Welch's t-test and a delta-method CI from (center, std, n) when no raw samples exist (the
+    summary's center stands in for the mean: for mean-centered metrics, the ones with a std column,
+    it is the mean)."""
     from scipy import stats as st
 
     (mb, sb, nb), (mc, sc, nc) = base, cand
@@ -240,13 +237,11 @@ def _no_match_message(base: Side, cand: Side, fields: tuple[str, ...]) -> str:
 
 def _label(key: dict[str, str], varying: set[str], bmodel: str, cmodel: str) -> str:
     model = bmodel if bmodel == cmodel else f"{bmodel} -> {cmodel}"
-    parts = [model, key.get("quant", "")]
-    short = {"n_threads": "t", "n_prompt": "p", "n_gen": "n", "depth": "d", "n_ctx": "ctx", "n_gpu_layers": "ngl",
-             "n_batch": "b", "n_ubatch": "ub", "flash_attn": "fa", "cache_type_k": "ctk", "cache_type_v": "ctv"}
-    for f in key:
-        if f in varying and f not in ("model", "quant"):
-            parts.append(f"{short.get(f, f)}={key[f]}")
-    return " ".join(p for p in parts if p)
+    return case_label({**key, "model": model}, {"model", "quant"} | varying)
+
+
+def _rep_values(side: Side, row: dict[str, Any]) -> dict[str, np.ndarray]:
+    return per_rep.rep_values(side.case_samples(row), num(row.get("n_prompt")) or 0, num(row.get("n_gen")) or 0)
 
 
 def compare(baseline: str, candidate: str, store: str | Path = "reports", opts: Options | None = None) -> Result:
@@ -278,7 +273,7 @@ def compare(baseline: str, candidate: str, store: str | Path = "reports", opts: 
         brow, crow = bidx[k], cidx[k]
         key = dict(zip(fields, k))
         label = _label(key, varying, str(brow.get("model")), str(crow.get("model")))
-        bvals, cvals = rep_values(base, brow), rep_values(cand, crow)
+        bvals, cvals = _rep_values(base, brow), _rep_values(cand, crow)
         for spec in specs:
             row = _compare_metric(spec, key, label, brow, crow, bvals, cvals, opts, few_reps)
             if row is not None:
@@ -297,12 +292,13 @@ def _compare_metric(spec: MetricSpec, key, label, brow, crow, bvals, cvals, opts
     thr = opts.fail_on.get(spec.name, opts.threshold)
     b, c = bvals.get(spec.name), cvals.get(spec.name)
     if b is not None and c is not None and b.size and c.size:
-        if b.mean() == 0:
+        if per_rep.center(spec.name, b) == 0:
             return None
         p, lo, hi, test, significant = _test(spec, b, c, opts.alpha)
         if test == "mannwhitney" and min_mannwhitney_p(b.size, c.size) >= opts.alpha:
             few_reps.add((b.size, c.size))
-        bm, cm, nb, nc = float(b.mean()), float(c.mean()), b.size, c.size
+        bm, cm = float(per_rep.center(spec.name, b)), float(per_rep.center(spec.name, c))
+        nb, nc = b.size, c.size
     else:  # summary rows only (no raw samples on one side)
         bm, cm = num(brow.get(spec.name)), num(crow.get(spec.name))
         if bm is None or cm is None or bm == 0:

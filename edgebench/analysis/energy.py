@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgebench.records import ENERGY_TOTAL
+from edgebench.analysis import per_rep
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,7 +36,8 @@ def summarize_energy(samples: pd.DataFrame, n_prompt: int, n_gen: int) -> dict[s
 
     energy_j_<phase> is the mean over reps of the whole-device energy of one phase window;
     avg_power_w_<phase> = total energy / total window time; j_per_token_prefill divides by
-    n_prompt, j_per_token_decode by n_gen. throttled: a throttle flag in a measured phase (None
+    n_prompt, j_per_token_decode by n_gen, per rep (edgebench.analysis.per_rep), then averaged.
+    throttled: a throttle flag in a measured phase (None
     when no source could see throttling: no GPU clock and no throttle reasons were recorded)."""
     out: dict[str, float | bool | None] = {}
     for phase in MEASURED_PHASES:
@@ -47,19 +48,17 @@ def summarize_energy(samples: pd.DataFrame, n_prompt: int, n_gen: int) -> dict[s
     if samples is None or len(samples) == 0 or "metric" not in samples:
         return out
     s = samples[samples.rep >= 0] if "rep" in samples else samples
-    tokens = {"prefill": n_prompt, "decode": n_gen}
+    values = per_rep.rep_values(s, n_prompt, n_gen)
     for phase in MEASURED_PHASES:
-        e = s[(s.metric == "energy_j") & (s.phase == phase) & (s.label == ENERGY_TOTAL)]
-        if not len(e):
+        energy = per_rep.phase_energy(s, phase)
+        if not len(energy):
             continue
-        per_rep = e.groupby("rep")["value"].sum()
-        out[f"energy_j_{phase}"] = float(per_rep.mean())
-        if tokens[phase] > 0:
-            out[f"j_per_token_{phase}"] = float(per_rep.mean()) / tokens[phase]
+        out[f"energy_j_{phase}"] = float(energy.mean())
+        out[f"j_per_token_{phase}"] = per_rep.case_value(f"j_per_token_{phase}", values)
         windows = _window_ns(s, phase)
-        total_ns = sum(windows.get(r, 0.0) for r in per_rep.index)
+        total_ns = sum(windows.get(r, 0.0) for r in energy.index)
         if total_ns > 0:
-            out[f"avg_power_w_{phase}"] = float(per_rep.sum()) / (total_ns * 1e-9)
+            out[f"avg_power_w_{phase}"] = float(energy.sum()) / (total_ns * 1e-9)
     temps = samples[samples.metric == "temp_c"]["value"]
     if len(temps):
         out["temp_max_c"] = float(temps.max())

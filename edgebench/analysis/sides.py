@@ -2,8 +2,9 @@
 
 A side is a run id (or unique prefix, or 'latest') in a store, a run folder (run.json + samples.csv,
 or summary.csv), or a summary/samples CSV file. Summaries are recomputed from raw samples where
-there are any, exactly as for a run in the store; ``rep_values`` turns a case's raw samples into
-per-rep values of each metric, for the significance tests of edgebench.compare.
+there are any, exactly as for a run in the store; ``Side.case_samples`` gives a case's raw samples,
+which edgebench.analysis.per_rep turns into per-rep values for the significance tests of
+edgebench.analysis.compare.
 
 Never runs a model and never imports a backend.
 """
@@ -14,8 +15,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from edgebench.errors import InputError
 
@@ -146,54 +145,3 @@ def load_side(spec: str, store: str | Path = "reports") -> Side:
         raise InputError(f"{spec!r} is not a folder or file, and there is {e}") from None
     run = st.get_run(spec)
     return _side(f"run {run.run_id}", summary.summarize_run(st, run.run_id), st.get_samples(run.run_id))
-
-
-def rep_values(side: Side, row: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Per-rep values of each metric of one case, from its raw samples ({} without samples).
-
-    Units as METRIC_SPECS: prefill tok/s = n_prompt / prefill time; decode tok/s = n_gen / the
-    rep's summed step times; tpot percentiles over the rep's steps (ms); buffer sizes (bytes) are
-    one value per case; peak RSS per rep includes the load peak, as the summary's does.
-    """
-    s = side.case_samples(row)
-    if s is None or not len(s):
-        return {}
-    n_prompt, n_gen = num(row.get("n_prompt")) or 0, num(row.get("n_gen")) or 0
-    plain = s[s["rep"] >= 0]
-    out: dict[str, np.ndarray] = {}
-    pre = plain[plain["metric"] == "prefill_ns"].groupby("rep")["value"].sum().to_numpy(dtype=float)
-    if pre.size and n_prompt:
-        out["prefill_tok_s"], out["ttft_ms"] = n_prompt / (pre / 1e9), pre / 1e6
-    steps = plain[plain["metric"] == "decode_step_ns"].groupby("rep")["value"]
-    if steps.ngroups and n_gen:
-        out["decode_tok_s"] = n_gen / (steps.sum().to_numpy(dtype=float) / 1e9)
-        for q in (50, 90, 99):
-            out[f"tpot_ms_p{q}"] = steps.quantile(q / 100).to_numpy(dtype=float) / 1e6
-    load = s[s["phase"] == "load"]
-    for m in ("weights_bytes", "kv_bytes", "compute_bytes"):
-        v = load[load["metric"] == m]
-        if len(v):
-            out[m] = np.array([float(v.groupby("label")["value"].max().sum())])
-    rss = s[s["metric"] == "rss_peak_bytes"]
-    if len(rss):
-        load_peak = float(rss[rss["rep"] < 0]["value"].max()) if (rss["rep"] < 0).any() else 0.0
-        per_rep = rss[rss["rep"] >= 0].groupby("rep")["value"].max().to_numpy(dtype=float)
-        out["rss_peak_bytes"] = np.maximum(per_rep, load_peak) if per_rep.size else np.array([load_peak])
-    out.update(_energy_per_rep(plain, n_prompt, n_gen))
-    return out
-
-
-def _energy_per_rep(plain, n_prompt: float, n_gen: float) -> dict[str, np.ndarray]:
-    if not plain["metric"].isin(("energy_j", "power_w")).any():
-        return {}
-    try:
-        from edgebench.analysis.energy import summarize_energy
-    except ImportError:  # the telemetry side of the project is optional
-        return {}
-    vals: dict[str, list[float]] = {"j_per_token_prefill": [], "j_per_token_decode": []}
-    for _, rep in plain.groupby("rep"):
-        e = summarize_energy(rep, int(n_prompt), int(n_gen))
-        for k in vals:
-            if num(e.get(k)) is not None:
-                vals[k].append(float(e[k]))
-    return {k: np.array(v) for k, v in vals.items() if v}

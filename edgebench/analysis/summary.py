@@ -1,4 +1,7 @@
-"""Per-case summaries computed on read from the raw samples (nothing derived is stored)."""
+"""Per-case summaries computed on read from the raw samples (nothing derived is stored).
+
+Every metric value is per_rep's: its per-rep definition and its FIELDS center rule.
+"""
 
 from __future__ import annotations
 
@@ -8,74 +11,46 @@ from typing import Any
 
 import numpy as np
 
+from edgebench.analysis import per_rep
 from edgebench.records import MODEL_INFO_FIELDS, SUMMARY_COLUMNS
 from edgebench.store import bundle
 
 CV_WARN = 0.10  # DESIGN.md: warn when the coefficient of variation is above 10%
 
 
-def _mean_std(xs: np.ndarray) -> tuple[float | None, float | None]:
-    if xs.size == 0:
-        return None, None
-    return float(xs.mean()), float(xs.std(ddof=1)) if xs.size > 1 else 0.0
-
-
 def _cv(mean: float | None, std: float | None) -> float | None:
     return std / mean if mean and std is not None else None
 
 
-def timing_summary(s, n_prompt: int, n_gen: int) -> dict[str, Any]:
-    """Throughput and latency from one case's samples (a DataFrame of Sample rows).
-
-    prefill_tok_s is n_prompt / prefill time per rep (mean, std over reps); ttft_ms the median
-    prefill time; decode_tok_s is n_gen / sum of that rep's step times (mean, std over reps);
-    tpot percentiles over every measured step of every rep.
-    """
-    out: dict[str, Any] = {}
-    plain = s[s["rep"] >= 0]
-    pre = plain[(plain["metric"] == "prefill_ns")].sort_values("rep")["value"].to_numpy(dtype=float)
-    steps = plain[plain["metric"] == "decode_step_ns"]
-    load = s[s["metric"] == "load_ns"]["value"].to_numpy(dtype=float)
-    out["load_ms"] = float(load.mean() / 1e6) if load.size else None
-    pre_tok_s = n_prompt / (pre / 1e9) if pre.size else np.array([])
-    out["prefill_tok_s"], out["prefill_tok_s_std"] = _mean_std(pre_tok_s)
-    out["ttft_ms"] = float(np.median(pre) / 1e6) if pre.size else None
-    per_rep = steps.groupby("rep")["value"].sum().to_numpy(dtype=float)
-    dec_tok_s = n_gen / (per_rep / 1e9) if per_rep.size else np.array([])
-    out["decode_tok_s"], out["decode_tok_s_std"] = _mean_std(dec_tok_s)
-    step_ms = steps["value"].to_numpy(dtype=float) / 1e6
-    for p in (50, 90, 99):
-        out[f"tpot_ms_p{p}"] = float(np.percentile(step_ms, p)) if step_ms.size else None
+def _summary_values(v: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per-case values of every per-rep metric (per_rep.center: the FIELDS center rule) and the
+    std over reps of the two throughputs."""
+    out: dict[str, Any] = {m: per_rep.case_value(m, v) for m in per_rep.PER_REP_METRICS}
+    for m in ("prefill_tok_s", "decode_tok_s"):
+        out[f"{m}_std"] = per_rep.spread(m, v)
     out["prefill_cv"] = _cv(out["prefill_tok_s"], out["prefill_tok_s_std"])
     out["decode_cv"] = _cv(out["decode_tok_s"], out["decode_tok_s_std"])
     return out
 
 
-def _max_of(s, metric: str) -> float | None:
-    v = s[s["metric"] == metric]["value"]
-    return float(v.max()) if len(v) else None
+_TIMING = ("load_ms", "prefill_tok_s", "prefill_tok_s_std", "ttft_ms", "decode_tok_s", "decode_tok_s_std",
+           "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99", "prefill_cv", "decode_cv")
+_MEMORY = ("weights_bytes", "kv_bytes", "compute_bytes", "kv_used_bytes", "rss_peak_bytes", "gpu_peak_bytes")
 
 
-def _case_total(s, metric: str) -> float | None:
-    """Sum over labels (buffer types) of a per-case memory metric (rep -1, phase 'load')."""
-    v = s[(s["metric"] == metric) & (s["phase"] == "load")]
-    if not len(v):
-        return None
-    return float(v.groupby("label")["value"].max().sum())
+def timing_summary(s, n_prompt: int, n_gen: int) -> dict[str, Any]:
+    """Throughput and latency of one case from its samples (a DataFrame of Sample rows), as
+    edgebench.analysis.per_rep defines them: throughputs are the mean over reps (with the std over
+    reps), TTFT and the TPOT percentiles (each rep's own) the median over reps."""
+    out = _summary_values(per_rep.rep_values(s, n_prompt, n_gen))
+    return {k: out[k] for k in _TIMING}
 
 
-def memory_summary(s, info: dict[str, Any]) -> dict[str, Any]:
-    weights = _case_total(s, "weights_bytes")
-    kv = _case_total(s, "kv_bytes")
-    compute = _case_total(s, "compute_bytes")
-    used = s[(s["metric"] == "kv_used_bytes") & (s["phase"] == "decode")]["value"]
-    out: dict[str, Any] = {
-        "weights_bytes": weights, "kv_bytes": kv, "compute_bytes": compute,
-        "kv_used_bytes": float(used.max()) if len(used) else None,
-        "rss_peak_bytes": _max_of(s, "rss_peak_bytes"),
-        # NVML's memory timeline (telemetry) where no profiler reported a peak itself
-        "gpu_peak_bytes": _max_of(s, "gpu_peak_bytes") or _max_of(s, "gpu_mem_bytes"),
-    }
+def memory_summary(s, info: dict[str, Any], values: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Buffer sizes (once per case), the peaks (max over reps, load included) and the shares."""
+    v = per_rep.rep_values(s, 0, 0) if values is None else values
+    out: dict[str, Any] = {m: per_rep.case_value(m, v) for m in _MEMORY}
+    weights, kv, compute = out["weights_bytes"], out["kv_bytes"], out["compute_bytes"]
     total = sum(x for x in (weights, kv, compute) if x)
     out["kv_share"] = kv / total if kv and total else None
     embed = info.get("embed_params")
@@ -94,8 +69,10 @@ def summarize_case(run_id: str, device: str, case: dict[str, Any], s) -> dict[st
     row["model"] = model_info.get("model_name") or case.get("model")
     row["n_ctx"] = model_info.get("n_ctx_runtime") or case.get("n_ctx")
     row["synthetic"] = bool(case.get("preset"))
-    row.update(timing_summary(s, int(case["n_prompt"]), int(case["n_gen"])))
-    row.update(memory_summary(s, model_info))
+    values = per_rep.rep_values(s, int(case["n_prompt"]), int(case["n_gen"]))
+    summary = _summary_values(values)
+    row.update({k: summary[k] for k in _TIMING})
+    row.update(memory_summary(s, model_info, values))
     if (s["metric"] == "op_ns").any():  # the ops profiler ran: shares computed on read
         from edgebench.analysis.ops import ops_summary
 

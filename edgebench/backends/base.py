@@ -12,31 +12,37 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+from edgebench.models.quant_levels import QuantLevels
+from edgebench.models.shape import ModelShape
 from edgebench.records import Case
+
+# The keys of the stored case info (run.json, the store), in order: model_name is the shape's name;
+# n_ff and tied are not among them (llama.cpp's backend keeps them in extra, as it always stored them).
+_STORED_KEYS = ("model_name", "arch", "quant", "bpw", "n_params", "model_bytes", "n_layer", "n_embd", "n_head",
+                "n_head_kv", "head_dim", "n_vocab", "n_ctx_train", "n_ctx_runtime", "extra")
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """Facts about the loaded model, read from the file and the runtime (never the file name)."""
+class ModelInfo(ModelShape):
+    """Facts about the loaded model, read from the file and the runtime (never the file name):
+    its shape (name: the model's name) and what the runtime made of it."""
 
-    model_name: str
-    arch: str
     quant: str  # e.g. "Q4_K_M", "F16", "fp32", "int4-b32"
     bpw: float  # bits per weight: file tensor bytes * 8 / n_params
     n_params: int
     model_bytes: int  # bytes of the weights in the file
-    n_layer: int
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_vocab: int
-    n_ctx_train: int
     n_ctx_runtime: int  # context the runtime really allocated (llama.cpp pads to 256)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def model_name(self) -> str:
+        return self.name
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The stored case info: _STORED_KEYS, extra as a dict of its own."""
+        d = asdict(self)
+        d["model_name"] = d["name"]
+        return {k: d[k] for k in _STORED_KEYS}
 
 
 @dataclass(frozen=True)
@@ -70,16 +76,21 @@ class Backend(ABC):
     capabilities: ClassVar[frozenset[str]] = frozenset()
     # Model file suffixes this backend takes ("" for folders).
     suffixes: ClassVar[tuple[str, ...]] = ()
-    # Quant labels this backend can build for synthetic presets (others are skipped for it),
-    # and the ladder a preset runs at when the user names none.
+    # The quant levels this backend can build synthetic presets at (models.quant_levels; None: it
+    # builds none). quant_levels and default_ladder are copied from it for each subclass.
+    quants: ClassVar[QuantLevels | None] = None
     quant_levels: ClassVar[tuple[str, ...]] = ()
     default_ladder: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.quants is not None:
+            cls.quant_levels, cls.default_ladder = cls.quants.levels, cls.quants.ladder
 
     @classmethod
     def check_quant(cls, quant: str) -> str | None:
         """The canonical spelling of ``quant`` if this backend can build it, else None."""
-        by_lower = {q.lower(): q for q in cls.quant_levels}
-        return by_lower.get(quant.lower())
+        return cls.quants.canonical(quant) if cls.quants else None
 
     @classmethod
     def build_synthetic(cls, preset: str, quant: str, progress=None) -> str:

@@ -62,10 +62,10 @@ class FakeBackend(Backend):
         n_params = int(self.cfg.get("n_params", 1_000_000))
         bpw = float(self.cfg.get("bpw", 16.0))
         return ModelInfo(
-            model_name=self.cfg.get("name", Path(case.model).stem), arch="fake",
+            name=self.cfg.get("name", Path(case.model).stem), arch="fake",
             quant=self.cfg.get("quant", "F16"), bpw=bpw, n_params=n_params,
             model_bytes=int(n_params * bpw / 8), n_layer=2, n_embd=64, n_head=4, n_head_kv=2,
-            head_dim=16, n_vocab=int(self.cfg.get("n_vocab", 1000)), n_ctx_train=4096,
+            head_dim=16, n_ff=0, n_vocab=int(self.cfg.get("n_vocab", 1000)), tied=None, n_ctx_train=4096,
             n_ctx_runtime=case.ctx_effective, extra={"embed_params": n_params // 10},
         )
 

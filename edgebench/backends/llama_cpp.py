@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from edgebench.backends.base import Backend, MemoryInfo, ModelInfo, OpEvent, OpTracer
 from edgebench.errors import InputError
+from edgebench.models.quant_levels import GGUF_QUANTS, QuantLevels
 from edgebench.records import Case
 
 _FLASH_ATTN = {"auto": "LLAMA_FLASH_ATTN_TYPE_AUTO", "on": "LLAMA_FLASH_ATTN_TYPE_ENABLED", "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED"}
@@ -71,8 +72,7 @@ class LlamaCppBackend(Backend, OpTracer):
     name: ClassVar[str] = "llama-cpp"
     capabilities: ClassVar[frozenset[str]] = frozenset({"kv_bytes", "gpu_offload", "ops"})
     suffixes: ClassVar[tuple[str, ...]] = (".gguf",)
-    quant_levels: ClassVar[tuple[str, ...]] = ()  # filled from synth below (one place for the list)
-    default_ladder: ClassVar[tuple[str, ...]] = ()
+    quants: ClassVar[QuantLevels] = GGUF_QUANTS
 
     def __init__(self) -> None:
         import llama_cpp
@@ -111,13 +111,14 @@ class LlamaCppBackend(Backend, OpTracer):
         size = ll.llama_model_size(self.model)
         n_head = ll.llama_model_n_head(self.model)
         return ModelInfo(
-            model_name=gi.synthetic_preset or gi.name or Path(case.model).stem,
+            name=gi.synthetic_preset or gi.name or Path(case.model).stem,
             arch=gi.arch, quant=gi.quant, bpw=size * 8 / n_params if n_params else 0.0,
             n_params=n_params, model_bytes=size,
             n_layer=ll.llama_model_n_layer(self.model), n_embd=ll.llama_model_n_embd(self.model),
             n_head=n_head, n_head_kv=ll.llama_model_n_head_kv(self.model), head_dim=gi.head_dim,
-            n_vocab=self._n_vocab, n_ctx_train=ll.llama_model_n_ctx_train(self.model),
+            n_ff=gi.n_ff, n_vocab=self._n_vocab, tied=gi.tied, n_ctx_train=ll.llama_model_n_ctx_train(self.model),
             n_ctx_runtime=ll.llama_n_ctx(self.ctx),
+            # tied and n_ff are stored from extra (ModelInfo.to_dict keeps the shape's other fields)
             extra={"embed_params": gi.embed_params, "file_bytes": gi.file_bytes, "tied": gi.tied,
                    "tensor_types": gi.tensor_types, "n_ff": gi.n_ff},
         )
@@ -274,14 +275,3 @@ def _ggml_type(ll: Any, name: str) -> int:
     if t is None:
         raise InputError(f"cache type {name} is not known to this llama.cpp build")
     return t
-
-
-def _init_quant_levels() -> None:
-    # The quant list lives in synth (it builds them); importing synth is light (no llama_cpp).
-    from edgebench.models import synth_gguf
-
-    LlamaCppBackend.quant_levels = tuple(synth_gguf.QUANT_LEVELS)
-    LlamaCppBackend.default_ladder = tuple(synth_gguf.DEFAULT_LADDER)
-
-
-_init_quant_levels()

@@ -1,14 +1,18 @@
 """ONNX Runtime backend: decoder graphs with KV-cache inputs (Optimum / onnxruntime-genai layout).
 
-The graph is read, not assumed (edgebench.backends.onnx_graph): ``input_ids``, ``attention_mask``,
+The graph is read, not assumed (edgebench.models.onnx_file.read_layout): ``input_ids``, ``attention_mask``,
 optional ``position_ids`` (and ``use_cache_branch`` of Optimum's merged decoders) and
 ``past_key_values.N.key|value`` in; ``logits`` and ``present.N.key|value`` out. The KV cache never
 leaves the runtime: each run's present OrtValues are bound, through IO binding, as the next run's
 past inputs.
+
+onnx and onnxruntime are imported when a model is loaded: planning a run in the parent process
+(backend_class(name).check_quant, .suffixes) loads no runtime.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -21,15 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 
 from edgebench.backends.base import Backend, MemoryInfo, ModelInfo, OpEvent, OpTracer
+from edgebench.backends.onnx_load import kv_bytes_per_token, model_info, read_hf_config, read_onnx
 from edgebench.backends.op_classes import classify_onnx
 from edgebench.errors import InputError
-from edgebench.models.onnx_file import count_weights, infer_quant, read_layout
-from edgebench.models.synth_onnx import ONNX_QUANT_LEVELS, ensure_onnx_model
+from edgebench.models.quant_levels import ONNX_QUANTS
 from edgebench.records import Case
+
+for _runtime in ("onnx", "onnxruntime"):  # found, not imported: backend_class says "not available"
+    if importlib.util.find_spec(_runtime) is None:
+        raise ImportError(f"No module named {_runtime!r}")
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}
@@ -72,11 +78,12 @@ class OnnxRuntimeBackend(Backend, OpTracer):
     name = "onnxruntime"
     capabilities = frozenset({"ops", "kv_bytes"})
     suffixes = (".onnx", "")
-    quant_levels = ONNX_QUANT_LEVELS
-    default_ladder = ("fp32", "int8", "int4-b32")
+    quants = ONNX_QUANTS
 
     @classmethod
     def build_synthetic(cls, preset: str, quant: str, progress=None) -> str:
+        from edgebench.models.synth_onnx import ensure_onnx_model
+
         return str(ensure_onnx_model(preset, quant, progress=progress))
 
     def __init__(self) -> None:
@@ -85,26 +92,20 @@ class OnnxRuntimeBackend(Backend, OpTracer):
 
     # ---- loading -------------------------------------------------------------------------
     def load(self, case: Case) -> ModelInfo:
+        import onnxruntime as ort
+
+        from edgebench.models.onnx_file import read_layout
+
         path = resolve_model_file(case.model)
-        try:
-            model = onnx.load_model(str(path), load_external_data=False)
-        except Exception as e:  # protobuf raises several types for garbage
-            raise InputError(f"{path} is not an ONNX model: {type(e).__name__}: {e}".splitlines()[0]) from None
-        graph = model.graph
-        if not model.ir_version or not graph.node:
-            raise InputError(f"{path} is not an ONNX model (no graph)")
-        g = read_layout(path, graph)
+        f, g = read_onnx(path, lambda graph: read_layout(path, graph))
         # Flat attributes, not self._layout.x: _run reads several of them on every decode step.
         self._n_layer, self._n_kv, self._head_dim, self._kv_dtype = g.n_layer, g.n_kv, g.head_dim, g.kv_dtype
         self._past_names, self._out_names, self._kv_shared = g.past_names, g.out_names, g.kv_shared
         self._has_pos, self._has_branch = g.has_pos, g.has_branch
-        self._vocab, self._logits_itemsize, self._embd, self._gqa_heads = g.vocab, g.logits_itemsize, g.embd, g.gqa_heads
-        n_params, n_bytes, ops = count_weights(graph)
-        meta = {e.key: e.value for e in model.metadata_props}
-        quant = meta.get("edgebench.quant") or infer_quant(graph, ops)
-        config = self._hf_config(path)
-        del model, graph
+        self._vocab, self._logits_itemsize = g.vocab, g.logits_itemsize
+        config = read_hf_config(path)
 
+        self._ort = ort
         provider = _PROVIDERS.get(case.ep)
         available = ort.get_available_providers()
         if provider is None or provider not in available:
@@ -120,41 +121,17 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         got = self._sess.get_providers()
         if got[0] != provider:
             raise RuntimeError(f"onnxruntime did not start {provider} (session runs on {', '.join(got)})")
-        self._model_bytes = n_bytes
+        self._model_bytes = f.n_bytes
         self._grow_feeds(case.ctx_effective)
         self.reset()
+        return model_info(
+            f, name=config.get("_name_or_path") or path.stem, arch=config.get("model_type"), configs=[config],
+            n_layer=g.n_layer, n_head_kv=g.n_kv, head_dim=g.head_dim, kv_dtype=g.kv_dtype, kv_shared=g.kv_shared,
+            n_ctx_runtime=case.ctx_effective, ep=case.ep, providers=got,
+            fallbacks={"n_head": g.gqa_heads, "n_embd": g.embd, "n_vocab": g.vocab})
 
-        def fact(key: str, cfg: str, default: int = 0) -> int:
-            return int(meta.get(f"edgebench.{key}") or config.get(cfg) or default)
-
-        n_head = fact("n_head", "num_attention_heads", self._gqa_heads)
-        n_embd = fact("n_embd", "hidden_size", self._embd)
-        return ModelInfo(
-            model_name=meta.get("edgebench.preset") or config.get("_name_or_path") or path.stem,
-            arch=meta.get("edgebench.arch") or config.get("model_type") or "decoder",
-            quant=quant, bpw=n_bytes * 8 / n_params if n_params else 0.0, n_params=n_params,
-            model_bytes=n_bytes, n_layer=self._n_layer, n_embd=n_embd, n_head=n_head,
-            n_head_kv=self._n_kv, head_dim=self._head_dim,
-            n_vocab=fact("n_vocab", "vocab_size", self._vocab),
-            n_ctx_train=fact("n_ctx_train", "max_position_embeddings"),
-            n_ctx_runtime=case.ctx_effective,
-            extra={"ep": case.ep, "providers": got, "file": str(path), "kv_dtype": self._kv_dtype.name,
-                   # a tied lm_head is stored twice in ONNX: n_params counts it twice
-                   "n_params_tied_copy": n_embd * self._vocab if meta.get("edgebench.tied") == "1" else 0,
-                   "n_ubatch_ignored": True,
-                   "kv_cache": "shared-buffer" if self._kv_shared else "concat",
-                   "external_data": any(path.parent.glob(path.name + ".data"))},
-        )
-
-    @staticmethod
-    def _hf_config(path: Path) -> dict[str, Any]:
-        cfg = path.parent / "config.json"
-        try:
-            return json.loads(cfg.read_text()) if cfg.is_file() else {}
-        except (OSError, ValueError):
-            return {}
-
-    def _session(self, profile: bool) -> ort.InferenceSession:
+    def _session(self, profile: bool):
+        ort = self._ort
         so = ort.SessionOptions()
         so.intra_op_num_threads = self._case.n_threads
         so.inter_op_num_threads = 1
@@ -165,12 +142,12 @@ class OnnxRuntimeBackend(Backend, OpTracer):
             so.profile_file_prefix = os.path.join(self._trace_dir, "ort")
         return ort.InferenceSession(str(self._path), so, providers=self._providers)
 
-    def _use(self, sess: ort.InferenceSession) -> None:
+    def _use(self, sess) -> None:
         # The pybind objects under onnxruntime's Python wrappers: the wrappers' checks and object
         # creation cost ~2x per bound name, and a decode step binds 2 * n_layer + 4 of them.
         self._sess, self._binding = sess, sess.io_binding()
         self._c_sess, self._c_bind = sess._sess, self._binding._iobinding
-        self._c_dev = ort.OrtDevice.make(self._device, 0)._get_c_device()
+        self._c_dev = self._ort.OrtDevice.make(self._device, 0)._get_c_device()
         self._c_bind.bind_output("logits", self._c_dev)  # first: get_outputs()[0] is the logits
         for i, buf in enumerate(self._kv_bufs):
             self._c_bind.bind_ortvalue_input(self._past_names[i], buf._ortvalue)
@@ -187,7 +164,7 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         self._n_past, self._logits = 0, None
         if self._kv_shared:
             return
-        self._empty = ort.OrtValue.ortvalue_from_numpy(
+        self._empty = self._ort.OrtValue.ortvalue_from_numpy(
             np.zeros((1, self._n_kv, 0, self._head_dim), self._kv_dtype), self._device, 0)
         self._past = [self._empty._ortvalue] * len(self._past_names)
 
@@ -234,7 +211,8 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         self._run((token,))
 
     def last_logits(self) -> np.ndarray:
-        """Logits [n_vocab] of the last token processed (a copy to host; not for timed code)."""
+        """Logits [n_vocab] of the last token processed (a copy to host; not for timed code).
+        Only the tests call it: they check the cache path against one-shot runs with it."""
         return self._logits.numpy()[0, -1].copy()
 
     # ---- memory / versions ---------------------------------------------------------------
@@ -245,7 +223,7 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         """Initializer bytes of the file; the KV cache that ctx_effective tokens occupy; the logits
         tensor of one n_batch chunk. Compute buffers are unknown to the Python API."""
         buf = self._buffer()
-        per_token = 2 * self._n_layer * self._n_kv * self._head_dim * self._kv_dtype.itemsize
+        per_token = kv_bytes_per_token(self._n_layer, self._n_kv, self._head_dim, self._kv_dtype)
         chunk = min(self._case.n_batch, self._case.n_prompt)
         return MemoryInfo(
             weights_by_buffer={buf: self._model_bytes},
@@ -257,10 +235,13 @@ class OnnxRuntimeBackend(Backend, OpTracer):
     def kv_used_bytes(self) -> int | None:
         """Bytes of K/V of the tokens in the cache (concat mode: of the present tensors held)."""
         if self._kv_shared:
-            return 2 * self._n_layer * self._n_kv * self._head_dim * self._kv_dtype.itemsize * self._n_past
+            return kv_bytes_per_token(self._n_layer, self._n_kv, self._head_dim, self._kv_dtype) * self._n_past
         return sum(math.prod(v.shape()) for v in self._past) * self._kv_dtype.itemsize
 
     def versions(self) -> dict[str, str]:
+        import onnx
+        import onnxruntime as ort
+
         out = {"onnxruntime": ort.__version__, "onnx": onnx.__version__,
                "providers_available": ",".join(ort.get_available_providers()), "device": ort.get_device()}
         if hasattr(ort, "get_build_info"):

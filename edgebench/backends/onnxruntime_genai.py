@@ -11,10 +11,13 @@ out the last token's logits). edgebench drives its Generator and nothing else:
 - ``generate_next_token`` is never called: no sampling, no logits processing in the timed region.
 - ``rewind_to(0)`` empties the cache: with a shared buffer it only resets the lengths (the stale
   entries are masked out, as in the plain onnxruntime backend); without one it drops the tensors.
+
+onnx and onnxruntime_genai are imported when a model is loaded, not with this module.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Sequence
@@ -23,18 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-
-try:
-    import onnxruntime_genai as og
-except ImportError as e:  # backend_class turns this into "backend ... is not available"
-    raise ImportError(f"{e} (install the extra: pip install 'edgebench[genai]')") from e
 
 from edgebench.backends.base import Backend, MemoryInfo, ModelInfo
+from edgebench.backends.onnx_load import kv_bytes_per_token, model_info, read_onnx
 from edgebench.errors import InputError
-from edgebench.models.onnx_file import count_weights, infer_quant, value_shape
-from edgebench.models.synth_onnx import GENAI_CONFIG, ONNX_QUANT_LEVELS, write_genai_folder
+from edgebench.models.quant_levels import ONNX_QUANTS
+from edgebench.models.synth_genai import GENAI_CONFIG
 from edgebench.records import Case
+
+# Found, not imported (backend_class turns this into "backend ... is not available").
+for _runtime, _extra in (("onnx", ""), ("onnxruntime_genai", " (install the extra: pip install 'edgebench[genai]')")):
+    if importlib.util.find_spec(_runtime) is None:
+        raise ImportError(f"No module named {_runtime!r}{_extra}")
 
 # --ep -> genai provider name (None: no provider appended, genai runs on CPU). genai has no plain
 # TensorRT provider (its NvTensorRtRtx is TensorRT-RTX, another EP).
@@ -72,11 +75,12 @@ class OnnxRuntimeGenaiBackend(Backend):
     name = "onnxruntime-genai"
     capabilities = frozenset({"kv_bytes"})
     suffixes = ("",)
-    quant_levels = ONNX_QUANT_LEVELS
-    default_ladder = ("fp32", "int8", "int4-b32")
+    quants = ONNX_QUANTS
 
     @classmethod
     def build_synthetic(cls, preset: str, quant: str, progress=None) -> str:
+        from edgebench.models.synth_genai import write_genai_folder
+
         return str(write_genai_folder(preset, quant, progress=progress))
 
     def __init__(self) -> None:
@@ -84,6 +88,8 @@ class OnnxRuntimeGenaiBackend(Backend):
 
     # ---- loading -------------------------------------------------------------------------
     def load(self, case: Case) -> ModelInfo:
+        import onnxruntime_genai as og
+
         folder, cfg = _read_config(case.model)
         decoder = cfg["model"]["decoder"]
         if case.ep not in _PROVIDERS:
@@ -100,15 +106,7 @@ class OnnxRuntimeGenaiBackend(Backend):
         path = folder / decoder["filename"]
         if not path.is_file():
             raise InputError(f"{folder / GENAI_CONFIG} names decoder {decoder['filename']!r}, which {folder} lacks")
-        try:
-            model = onnx.load_model(str(path), load_external_data=False)
-        except Exception as e:  # protobuf raises several types for garbage
-            raise InputError(f"{path} is not an ONNX model: {type(e).__name__}: {e}".splitlines()[0]) from None
-        self._read_layout(path, model.graph, decoder)
-        n_params, n_bytes, ops = count_weights(model.graph)
-        meta = {e.key: e.value for e in model.metadata_props}
-        quant = meta.get("edgebench.quant") or infer_quant(model.graph, ops)
-        del model  # no reference into it may outlive this line: one keeps all the weights alive
+        f, _ = read_onnx(path, lambda graph: self._read_layout(path, graph, decoder))
 
         config = og.Config(str(folder))
         config.clear_providers()
@@ -128,33 +126,25 @@ class OnnxRuntimeGenaiBackend(Backend):
         self._kv_shared = bool(search["past_present_share_buffer"])
         self._gen = og.Generator(self._model, self._params)
         self._case, self._device = case, device
-        self._model_bytes = n_bytes
+        self._model_bytes = f.n_bytes
         self._one = np.zeros(1, np.int32)  # a decode step's input, reused (genai copies it)
 
-        def fact(key: str, cfg_key: str, default: int = 0) -> int:
-            return int(meta.get(f"edgebench.{key}") or decoder.get(cfg_key) or cfg["model"].get(cfg_key) or default)
+        info = model_info(
+            f, name=folder.name, arch=cfg["model"].get("type"), configs=[decoder, cfg["model"]],
+            n_layer=self._n_layer, n_head_kv=self._n_kv, head_dim=self._head_dim, kv_dtype=self._kv_dtype,
+            kv_shared=self._kv_shared, n_ctx_runtime=ctx, ep=case.ep, providers=[device],
+            config_keys={"n_ctx_train": "context_length"}, extra={"genai_model_type": cfg["model"].get("type", "")})
+        self._n_vocab = info.n_vocab
+        return info
 
-        n_embd = fact("n_embd", "hidden_size")
-        n_vocab = self._n_vocab = fact("n_vocab", "vocab_size")
-        return ModelInfo(
-            model_name=meta.get("edgebench.preset") or folder.name,
-            arch=meta.get("edgebench.arch") or cfg["model"].get("type") or "decoder",
-            quant=quant, bpw=n_bytes * 8 / n_params if n_params else 0.0, n_params=n_params,
-            model_bytes=n_bytes, n_layer=self._n_layer, n_embd=n_embd,
-            n_head=fact("n_head", "num_attention_heads"), n_head_kv=self._n_kv, head_dim=self._head_dim,
-            n_vocab=n_vocab, n_ctx_train=fact("n_ctx_train", "context_length"), n_ctx_runtime=ctx,
-            extra={"ep": case.ep, "providers": [device], "file": str(path), "kv_dtype": self._kv_dtype.name,
-                   # a tied lm_head is stored twice in ONNX: n_params counts it twice
-                   "n_params_tied_copy": n_embd * n_vocab if meta.get("edgebench.tied") == "1" else 0,
-                   "n_ubatch_ignored": True, "genai_model_type": cfg["model"].get("type", ""),
-                   "kv_cache": "shared-buffer" if self._kv_shared else "concat",
-                   "external_data": any(path.parent.glob(path.name + ".data"))},
-        )
-
-    def _read_layout(self, path: Path, graph: onnx.GraphProto, decoder: dict[str, Any]) -> None:
+    def _read_layout(self, path: Path, graph, decoder: dict[str, Any]) -> None:
         """n_layer / n_head_kv / head_dim / KV dtype from the graph's past inputs, named as the
         config names them (they must agree with the config, which genai sizes its cache from);
         the logits dtype. Keeps plain values only."""
+        import onnx
+
+        from edgebench.models.onnx_file import value_shape
+
         pattern = decoder.get("inputs", {}).get("past_key_names", "past_key_values.%d.key")
         inputs = {vi.name: vi for vi in graph.input}
         n_layer = 0
@@ -199,12 +189,13 @@ class OnnxRuntimeGenaiBackend(Backend):
         self._gen.append_tokens(self._one)
 
     def last_logits(self) -> np.ndarray:
-        """Logits [n_vocab] of the last token processed (a copy to host; not for timed code)."""
+        """Logits [n_vocab] of the last token processed (a copy to host; not for timed code).
+        Only the tests call it: they check genai's cache against the plain backend with it."""
         return np.asarray(self._gen.get_logits()).reshape(-1).copy()
 
     # ---- memory / versions ---------------------------------------------------------------
     def _per_token_kv(self) -> int:
-        return 2 * self._n_layer * self._n_kv * self._head_dim * self._kv_dtype.itemsize
+        return kv_bytes_per_token(self._n_layer, self._n_kv, self._head_dim, self._kv_dtype)
 
     def memory(self) -> MemoryInfo:
         """Initializer bytes of the decoder; the KV cache of max_length = ctx_effective tokens (what
@@ -225,6 +216,9 @@ class OnnxRuntimeGenaiBackend(Backend):
         return self._per_token_kv() * self._gen.token_count()
 
     def versions(self) -> dict[str, str]:
+        import onnx
+        import onnxruntime_genai as og
+
         return {"onnxruntime-genai": og.__version__, "onnxruntime-genai_commit": getattr(og, "__commit__", ""),
                 "onnxruntime": _ort_version(), "onnxruntime_lib": os.environ.get("ORT_LIB_PATH", ""),
                 "onnx": onnx.__version__,

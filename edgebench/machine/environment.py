@@ -1,33 +1,22 @@
 """What makes a number reproducible: versions, CPU, OS, and platform state, for run.json.
 
-Every platform probe is optional: a missing tool, file or permission gives None, never an error.
+The machine is read through machine.probe's HostProbe (the one device detection reads). Every
+platform probe is optional: a missing tool, file or permission gives None, never an error.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import platform
 import re
-import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
 from edgebench import __version__
+from edgebench.machine.probe import HostProbe
 
 if TYPE_CHECKING:
     from edgebench.machine.profiles import DeviceProfile
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def physical_cores() -> int:
@@ -35,23 +24,6 @@ def physical_cores() -> int:
     import psutil
 
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _run(cmd: list[str], timeout: float = 10.0) -> str | None:
-    """stdout of a command that succeeded, else None (absent tool, no permission, timeout)."""
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout if out.returncode == 0 else None
 
 
 def l4t_version(release_line: str | None) -> str | None:
@@ -69,13 +41,13 @@ def parse_nvpmodel(text: str | None) -> tuple[int | None, str | None]:
     return (int(ids[-1]) if ids else None), (m.group(1) if m else None)
 
 
-def _nvpmodel() -> tuple[int | None, str | None]:
-    mode_id, name = parse_nvpmodel(_run(["nvpmodel", "-q"]))
+def _nvpmodel(host: HostProbe) -> tuple[int | None, str | None]:
+    mode_id, name = parse_nvpmodel(host.run(["nvpmodel", "-q"]))
     if mode_id is None:  # the service's state file + the mode names in the config
-        m = re.search(r"pmode:\s*(\d+)", _read("/var/lib/nvpmodel/status") or "")
+        m = re.search(r"pmode:\s*(\d+)", host.read("/var/lib/nvpmodel/status") or "")
         if m:
             mode_id = int(m.group(1))
-            names = dict(re.findall(r"POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)", _read("/etc/nvpmodel.conf") or ""))
+            names = dict(re.findall(r"POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)", host.read("/etc/nvpmodel.conf") or ""))
             name = name or names.get(str(mode_id))
     return mode_id, name
 
@@ -94,40 +66,40 @@ def parse_jetson_clocks(text: str | None) -> bool | None:
     return None
 
 
-def _jetson_clocks() -> bool | None:
-    state = parse_jetson_clocks(_run(["jetson_clocks", "--show"]))
-    if state is not None or not os.path.exists("/etc/nv_tegra_release"):
+def _jetson_clocks(host: HostProbe) -> bool | None:
+    state = parse_jetson_clocks(host.run(["jetson_clocks", "--show"]))
+    if state is not None or not host.exists("/etc/nv_tegra_release"):
         return state
     # Without root, jetson_clocks --show fails: the same test on sysfs (it pins min to max).
     pinned = []
-    for d in glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq"):
-        lo, hi = _read(f"{d}/scaling_min_freq"), _read(f"{d}/scaling_max_freq")
+    for d in host.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq"):
+        lo, hi = host.read(f"{d}/scaling_min_freq"), host.read(f"{d}/scaling_max_freq")
         if lo and hi:
             pinned.append(lo == hi)
-    for d in glob.glob("/sys/devices/platform/*.gpu/devfreq_dev") + glob.glob("/sys/devices/*.ga10b/devfreq/*"):
-        lo, hi = _read(f"{d}/min_freq"), _read(f"{d}/max_freq")
+    for d in host.glob("/sys/devices/platform/*.gpu/devfreq_dev") + host.glob("/sys/devices/*.ga10b/devfreq/*"):
+        lo, hi = host.read(f"{d}/min_freq"), host.read(f"{d}/max_freq")
         if lo and hi:
             pinned.append(lo == hi)
     return all(pinned) if pinned else None
 
 
-def cpu_governor() -> str | None:
+def cpu_governor(host: HostProbe) -> str | None:
     """The scaling governor of every CPU ('performance'), or the distinct ones joined by ','."""
-    govs = {g for g in (_read(p) for p in glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor")) if g}
+    govs = {g for g in (host.read(p) for p in host.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor")) if g}
     return ",".join(sorted(govs)) if govs else None
 
 
-def _power_source() -> tuple[str | None, float | None]:
+def _power_source(host: HostProbe) -> tuple[str | None, float | None]:
     """('ac' | 'battery', battery %) from /sys/class/power_supply; (None, None) when unknown."""
     on_ac, battery, pct = None, None, None
-    for d in glob.glob("/sys/class/power_supply/*"):
-        kind = _read(f"{d}/type")
-        if kind == "Mains" and _read(f"{d}/online") is not None:
-            on_ac = (on_ac or False) or _read(f"{d}/online") == "1"
+    for d in host.glob("/sys/class/power_supply/*"):
+        kind = host.read(f"{d}/type")
+        if kind == "Mains" and host.read(f"{d}/online") is not None:
+            on_ac = (on_ac or False) or host.read(f"{d}/online") == "1"
         elif kind == "Battery":
-            status = _read(f"{d}/status")
+            status = host.read(f"{d}/status")
             battery = status == "Discharging" if status else battery
-            cap = _read(f"{d}/capacity")
+            cap = host.read(f"{d}/capacity")
             pct = float(cap) if cap and cap.isdigit() else pct
     if battery:
         return "battery", pct
@@ -136,77 +108,55 @@ def _power_source() -> tuple[str | None, float | None]:
     return None, pct
 
 
-def _cuda() -> dict[str, Any]:
-    out: dict[str, Any] = {"cuda_nvcc": None, "cuda_driver": None, "nvidia_driver": None, "gpus": None}
-    m = re.search(r"release (\d+\.\d+)", _run(["nvcc", "--version"]) or "")
-    out["cuda_nvcc"] = m.group(1) if m else None
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:
-        return out
-    try:
-        drv = pynvml.nvmlSystemGetDriverVersion()
-        out["nvidia_driver"] = drv.decode() if isinstance(drv, bytes) else str(drv)
-        v = pynvml.nvmlSystemGetCudaDriverVersion()
-        out["cuda_driver"] = f"{v // 1000}.{v % 1000 // 10}"
-        names = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            n = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
-            names.append(n.decode() if isinstance(n, bytes) else str(n))
-        out["gpus"] = names
-    except Exception:
-        pass
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
-    return out
+def _cuda(host: HostProbe) -> dict[str, Any]:
+    m = re.search(r"release (\d+\.\d+)", host.run(["nvcc", "--version"]) or "")
+    nvml = host.nvml
+    return {"cuda_nvcc": m.group(1) if m else None, "cuda_driver": nvml.cuda_driver, "nvidia_driver": nvml.driver,
+            "gpus": nvml.names if nvml.available else None}
 
 
-def collect_platform_state() -> dict[str, Any]:
-    """Jetson power mode / clocks / L4T, CUDA, CPU governor, power source. Blocks up to a few
-    seconds (runs nvpmodel, jetson_clocks, nvcc, dpkg-query when present)."""
-    release = _read("/etc/nv_tegra_release")
-    is_jetson = release is not None
-    mode_id, mode_name = _nvpmodel() if is_jetson else (None, None)
+def collect_platform_state(host: HostProbe | None = None) -> dict[str, Any]:
+    """Jetson power mode / clocks / L4T, CUDA, CPU governor, power source, of this machine (or
+    ``host``'s). Blocks up to a few seconds (runs nvpmodel, jetson_clocks, nvcc, dpkg-query when
+    present)."""
+    host = host or HostProbe()
+    is_jetson = host.exists("/etc/nv_tegra_release")
+    mode_id, mode_name = _nvpmodel(host) if is_jetson else (None, None)
     jetpack = None
     if is_jetson:
-        jp = _run(["dpkg-query", "--showformat=${Version}", "--show", "nvidia-jetpack"])
+        jp = host.run(["dpkg-query", "--showformat=${Version}", "--show", "nvidia-jetpack"])
         jetpack = jp.strip() or None if jp else None
-    source, battery = _power_source()
-    model = _read("/proc/device-tree/model")
+    source, battery = _power_source(host)
     return {
-        "device_model": model.strip("\x00") if model else None,
-        "l4t": l4t_version(release.splitlines()[0] if release else None),
+        "device_model": host.dt_model,
+        "l4t": l4t_version(host.tegra_release),
         "jetpack": jetpack,
         "nvpmodel_id": mode_id,
         "nvpmodel_mode": mode_name,
-        "jetson_clocks": _jetson_clocks() if is_jetson else None,
-        **_cuda(),
-        "cpu_governor": cpu_governor(),
+        "jetson_clocks": _jetson_clocks(host) if is_jetson else None,
+        **_cuda(host),
+        "cpu_governor": cpu_governor(host),
         "kernel_version": platform.version() or None,
         "power_source": source,
         "battery_percent": battery,
     }
 
 
-def collect_environment() -> dict[str, Any]:
-    import psutil
-
+def collect_environment(host: HostProbe | None = None) -> dict[str, Any]:
+    """The run's environment record (run.json) of this machine, or of ``host`` (its files under
+    its root; versions, OS and core counts are always the live machine's)."""
+    host = host or HostProbe()
     return {
         "edgebench": __version__,
         "python": sys.version.split()[0],
         "os": platform.platform(),
         "kernel": platform.release(),
-        "machine": platform.machine(),
-        "cpu_model": _cpu_model(),
+        "machine": host.machine,
+        "cpu_model": host.cpu_model or host.machine,
         "cpu_physical_cores": physical_cores(),
         "cpu_logical_cores": os.cpu_count(),
-        "memory_total_bytes": psutil.virtual_memory().total,
-        **collect_platform_state(),
+        "memory_total_bytes": host.memory_bytes,
+        **collect_platform_state(host),
     }
 
 

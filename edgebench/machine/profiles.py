@@ -7,8 +7,8 @@ source in the profile's ``[sources]`` table. Extra folders of profiles can be gi
 ``EDGEBENCH_DEVICE_PATH`` environment variable (``os.pathsep``-separated); a profile there
 replaces a shipped one of the same name.
 
-Detection works on an *evidence* dict (see ``probe()``), so it can be tested on recorded
-device-tree strings. A profile's ``[detect]`` rules all have to hold for it to match; the most
+Detection works on an *evidence* dict (see ``probe()``, which reads it through machine.probe's
+HostProbe), so it can be tested on recorded device-tree strings. A profile's ``[detect]`` rules all have to hold for it to match; the most
 specific match wins (part number > device-tree model > NVML name > CPU model > the rest).
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.errors import InputError
+from edgebench.machine.probe import HostProbe
 
 TELEMETRY_SOURCES = ("tegrastats", "nvml", "rapl", "psutil")
 _DETECT_KEYS = {"dt_model", "dt_compatible", "tegra_release", "machine", "system", "cpu_model",
@@ -150,76 +150,21 @@ def get_profile(name: str) -> DeviceProfile:
 
 # --- evidence ---------------------------------------------------------------------------------
 
-def _read_text(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-
-
-def _cpu_model() -> str | None:
-    text = _read_text("/proc/cpuinfo") or ""
-    for line in text.splitlines():
-        if line.lower().startswith(("model name", "hardware", "cpu model")):
-            return line.split(":", 1)[1].strip()
-    if platform.system() == "Darwin":
-        import subprocess
-
-        try:
-            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
-                                 text=True, timeout=5)
-            if out.returncode == 0 and out.stdout.strip():
-                return out.stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return platform.processor() or None
-
-
-def nvml_device_names() -> list[str]:
-    """Names of the GPUs NVML sees ([] without a driver or without nvidia-ml-py)."""
-    try:
-        import pynvml
-    except ImportError:
-        return []
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # NVMLError_LibraryNotFound, DriverNotLoaded...
-        return []
-    try:
-        names = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
-            names.append(name.decode() if isinstance(name, bytes) else str(name))
-        return names
-    except Exception:
-        return []
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
-
-
-def probe() -> dict[str, Any]:
-    """Raw evidence about this machine. Blocks for NVML init (well under a second).
+def probe(host: HostProbe | None = None) -> dict[str, Any]:
+    """Raw evidence about this machine (or ``host``'s). Blocks for NVML init (well under a second).
 
     Keys: dt_model (str|None), dt_compatible (list[str]), tegra_release (first line of
     /etc/nv_tegra_release or None), cpu_model, nvml_names (list), machine, system, memory_bytes."""
-    import psutil
-
-    model = _read_text("/proc/device-tree/model")
-    compat = _read_text("/proc/device-tree/compatible")
-    release = _read_text("/etc/nv_tegra_release")
+    h = host or HostProbe()
     return {
-        "dt_model": model.strip("\x00\n ") if model else None,
-        "dt_compatible": [c for c in (compat or "").split("\x00") if c],
-        "tegra_release": release.splitlines()[0].strip() if release else None,
-        "cpu_model": _cpu_model(),
-        "nvml_names": nvml_device_names(),
-        "machine": platform.machine(),
-        "system": platform.system(),
-        "memory_bytes": psutil.virtual_memory().total,
+        "dt_model": h.dt_model,
+        "dt_compatible": h.dt_compatible,
+        "tegra_release": h.tegra_release,
+        "cpu_model": h.cpu_model,
+        "nvml_names": h.nvml.names,
+        "machine": h.machine,
+        "system": h.system,
+        "memory_bytes": h.memory_bytes,
     }
 
 

@@ -17,6 +17,11 @@ def home(cache: Path | None = None) -> Path:
     return Path(cache or os.environ.get("EDGEBENCH_HOME") or Path.home() / ".cache" / "edgebench")
 
 
+def models_dir(cache: Path | None = None) -> Path:
+    """Folder of built synthetic models (GGUF and ONNX): ``home(cache)/models``."""
+    return home(cache) / "models"
+
+
 @contextlib.contextmanager
 def locked(target: Path) -> Iterator[None]:
     """An exclusive flock on ``<target>.lock``: concurrent builders of one file take turns."""
@@ -26,6 +31,7 @@ def locked(target: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
 
 def _cache_file() -> Path:
     return home() / "sha256-cache.json"

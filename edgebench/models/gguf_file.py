@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from edgebench.errors import InputError
+from edgebench.models.shape import ModelShape
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -190,26 +191,17 @@ def read_tensors(path: str | os.PathLike) -> list[TensorInfo]:
 
 
 @dataclass(frozen=True)
-class GGUFInfo:
-    """Facts about one GGUF model file. Sizes in bytes; counts in elements / tokens."""
+class GGUFInfo(ModelShape):
+    """Facts about one GGUF model file: its shape (name: general.name; tied: no output.weight
+    tensor, the output matrix is token_embd) and what the header says of the weights.
+    Sizes in bytes; counts in elements / tokens."""
 
     path: str
-    arch: str
-    name: str
     quant: str  # "Q4_K_M", "F16", ... from general.file_type, else the dominant 2-D tensor type
     n_params: int  # sum of tensor element counts (a tied output matrix counted once)
     tensor_bytes: int  # sum of tensor data bytes
     file_bytes: int
     bpw: float  # bits per weight: tensor_bytes * 8 / n_params
-    n_layer: int
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_ff: int
-    n_vocab: int
-    n_ctx_train: int
-    tied: bool  # no output.weight tensor: the output matrix is token_embd
     embed_params: int  # token_embd + output (when untied) elements
     tensor_types: dict[str, dict[str, int]]  # group ("attn_q", "norm", ...) -> {type: count}
     synthetic_preset: str  # edgebench.preset metadata ("" for a real model)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgebench.models.shape import ModelShape
 from edgebench.records import pad_ctx
 
 # Nominal bits per weight of llama.cpp quant mixes, for projecting a preset never built.
@@ -64,27 +65,21 @@ def compute_bytes_estimate(n_vocab: int, n_embd: int, n_ff: int, n_head: int, n_
 
 @dataclass(frozen=True)
 class Shapes:
-    """What the projection needs of a model (from a GGUF file or a preset)."""
+    """What the projection needs of a model (from a GGUF file or a preset): its shape and the
+    size of its weights."""
 
-    name: str
-    n_layer: int
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_ff: int
-    n_vocab: int
+    name: str  # how the projection is titled ("smollm-135m Q4_K_M", a file's general.name)
+    shape: ModelShape
     n_params: int
     weights_bytes: int
     weights_exact: bool  # False when weights_bytes is a nominal-bpw estimate
-    sliding_window: int = 0
 
 
 def project(shapes: Shapes, n_ctx: int, cache_type: str = "f16", n_ubatch: int = 512,
             flash_attn: bool = True, cache_type_v: str | None = None) -> dict:
-    kv = kv_bytes(shapes.n_layer, n_ctx, shapes.n_head_kv, shapes.head_dim, cache_type, cache_type_v or cache_type)
-    compute = compute_bytes_estimate(shapes.n_vocab, shapes.n_embd, shapes.n_ff, shapes.n_head, n_ctx,
-                                     n_ubatch, flash_attn)
+    s = shapes.shape
+    kv = kv_bytes(s.n_layer, n_ctx, s.n_head_kv, s.head_dim, cache_type, cache_type_v or cache_type)
+    compute = compute_bytes_estimate(s.n_vocab, s.n_embd, s.n_ff, s.n_head, n_ctx, n_ubatch, flash_attn)
     total = shapes.weights_bytes + kv + compute
     return {
         "model": shapes.name, "n_ctx": pad_ctx(n_ctx), "cache_type": cache_type,
@@ -97,17 +92,18 @@ def shapes_from_gguf(path: str) -> Shapes:
     from edgebench.models.gguf_file import read_gguf_info
 
     gi = read_gguf_info(path)
-    return Shapes(gi.synthetic_preset or gi.name or path, gi.n_layer, gi.n_embd, gi.n_head, gi.n_head_kv,
-                  gi.head_dim, gi.n_ff, gi.n_vocab, gi.n_params, gi.tensor_bytes, True)
+    return Shapes(gi.synthetic_preset or gi.name or path, gi, gi.n_params, gi.tensor_bytes, True)
 
 
 def shapes_from_preset(name: str, quant: str) -> Shapes:
-    """A preset's shapes; weights from its built file when the cache has one, else nominal bpw."""
-    from edgebench.models.presets import get_preset
-    from edgebench.models.synth_gguf import check_quant, models_dir, preset_n_params
+    """A preset's shapes; weights from its built file when the cache has one, else nominal bpw.
+    The sliding-window layers of gemma-2 are projected with a full cache (see the module docstring)."""
+    from edgebench.models.cache import models_dir
+    from edgebench.models.presets import get_preset, preset_n_params
+    from edgebench.models.quant_levels import GGUF_QUANTS
 
     p = get_preset(name)
-    built = models_dir() / f"{p.name}-{check_quant(quant)}.gguf"
+    built = models_dir() / f"{p.name}-{GGUF_QUANTS.check(quant)}.gguf"
     if built.exists():
         return shapes_from_gguf(str(built))
     n_params = preset_n_params(p)
@@ -116,8 +112,7 @@ def shapes_from_preset(name: str, quant: str) -> Shapes:
         from edgebench.errors import InputError
 
         raise InputError(f"no nominal size for quant {quant!r}; known: {', '.join(NOMINAL_BPW)}")
-    return Shapes(f"{p.name} {quant.upper()}", p.n_layer, p.n_embd, p.n_head, p.n_head_kv, p.head_dim, p.n_ff,
-                  p.n_vocab, n_params, int(n_params * bpw / 8), False, p.sliding_window)
+    return Shapes(f"{p.name} {quant.upper()}", p, n_params, int(n_params * bpw / 8), False)
 
 
 def fit_problem(case, device_memory_bytes: int) -> str | None:

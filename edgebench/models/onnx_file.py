@@ -3,7 +3,8 @@
 The KV-cache layout (``past_key_values.N.key|value`` in, ``present.N.key|value`` out, their
 shapes and dtype, the optional inputs, whether GroupQueryAttention shares past and present
 buffers), the parameter count and bytes of the initializers, and the quantization they show.
-Only the ONNX backends (onnxruntime, onnxruntime-genai) import this module (onnx is imported at the top, like there).
+Only the ONNX backends (onnxruntime, onnxruntime-genai) import this module, when they load a
+model: onnx is imported at its top.
 """
 
 from __future__ import annotations

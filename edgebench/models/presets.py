@@ -1,7 +1,8 @@
 """Shapes of public small language models, for shape-faithful synthetic models.
 
-One place for these facts: the GGUF writer (edgebench.synth), the ONNX writer, the memory
-projection and the reports all read them from here.
+One place for these facts: the GGUF writer (models.synth_gguf), the ONNX writer, the memory
+projection and the reports all read them from here, and the tensors each preset's GGUF holds
+(preset_tensor_shapes) with the parameter count they make (preset_n_params).
 
 Sources (config.json of each model, as vendored in mlc-ai/mlc-llm
 python/mlc_llm/model/model_preset.py @ d1ea69a, facebookresearch/MobileLLM configs/*/config.json,
@@ -12,24 +13,20 @@ publish; the presets are tested to reproduce it within 1%.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from edgebench.errors import InputError
+from edgebench.models.shape import ModelShape
+
+ARCHS = ("llama", "qwen2", "gemma2", "phi3", "stablelm")  # the architectures synth_gguf can write
 
 
 @dataclass(frozen=True)
-class Preset:
-    name: str
-    arch: str  # llama.cpp architecture name written to general.architecture
-    n_embd: int
-    n_layer: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_ff: int
-    n_vocab: int
-    tied: bool  # output matrix shares the token embedding
-    n_ctx_train: int
+class Preset(ModelShape):
+    """A public model's shape (arch: the llama.cpp architecture written to general.architecture),
+    and what the shape alone does not say."""
+
     published_params: float  # parameters, as published (see module docstring)
     source: str
     qkv_bias: bool = False  # qwen2 family, stablelm-2
@@ -37,10 +34,6 @@ class Preset:
     norm_eps: float = 1e-5
     partial_rotary: float = 1.0  # stablelm-2 rotates 25% of each head
     sliding_window: int = 0  # gemma-2 local layers
-
-    @property
-    def kv_bytes_per_token_f16(self) -> int:
-        return 2 * self.n_layer * self.n_head_kv * self.head_dim * 2
 
 
 _MLC = "mlc-ai/mlc-llm model_preset.py @ d1ea69a (HF config.json)"
@@ -92,3 +85,63 @@ def get_preset(name: str) -> Preset:
 
 def is_preset(name: str) -> bool:
     return name.lower() in PRESETS
+
+
+def preset_tensor_shapes(p: Preset) -> dict[str, tuple[int, ...]]:
+    """Every tensor of the preset's GGUF, in file order: name -> shape in ggml order (ne[0], the
+    row length, first), exactly as the arch's load_arch_tensors() creates them in llama.cpp
+    (checked against the vendored src/models/{llama,qwen2,gemma2,phi3,stablelm}.cpp)."""
+    if p.arch not in ARCHS:
+        raise InputError(f"preset {p.name}: architecture {p.arch!r} not supported; supported: {', '.join(ARCHS)}")
+    E, V, F, D = p.n_embd, p.n_vocab, p.n_ff, p.head_dim
+    q_dim, kv_dim = p.n_head * D, p.n_head_kv * D
+    if p.arch in ("qwen2", "phi3", "stablelm") and q_dim != E:
+        # these archs create attn_q / attn_output as {n_embd, n_embd}
+        raise ValueError(f"{p.name}: {p.arch} needs n_head*head_dim == n_embd, got {q_dim} != {E}")
+    if p.arch == "gemma2" and not p.tied:
+        raise ValueError(f"{p.name}: gemma2 always ties the output to token_embd in llama.cpp")
+    if p.arch == "stablelm" and p.tied:
+        raise ValueError(f"{p.name}: stablelm requires an output.weight tensor in llama.cpp")
+    layer_norm = p.arch == "stablelm"  # LayerNorm with bias; the others use RMSNorm (weight only)
+
+    s: dict[str, tuple[int, ...]] = {"token_embd.weight": (E, V)}
+    for i in range(p.n_layer):
+        b = f"blk.{i}."
+        s[b + "attn_norm.weight"] = (E,)
+        if layer_norm:
+            s[b + "attn_norm.bias"] = (E,)
+        if p.arch == "phi3":  # fused QKV, as Phi-3's checkpoint stores it
+            s[b + "attn_qkv.weight"] = (E, q_dim + 2 * kv_dim)
+        else:
+            s[b + "attn_q.weight"] = (E, q_dim)
+            s[b + "attn_k.weight"] = (E, kv_dim)
+            s[b + "attn_v.weight"] = (E, kv_dim)
+            if p.qkv_bias:
+                s[b + "attn_q.bias"] = (q_dim,)
+                s[b + "attn_k.bias"] = (kv_dim,)
+                s[b + "attn_v.bias"] = (kv_dim,)
+        s[b + "attn_output.weight"] = (q_dim, E)
+        if p.arch == "gemma2":
+            s[b + "post_attention_norm.weight"] = (E,)
+        s[b + "ffn_norm.weight"] = (E,)
+        if layer_norm:
+            s[b + "ffn_norm.bias"] = (E,)
+        if p.arch == "phi3":  # fused gate+up: {n_embd, 2*n_ff}
+            s[b + "ffn_up.weight"] = (E, 2 * F)
+        else:
+            s[b + "ffn_gate.weight"] = (E, F)
+            s[b + "ffn_up.weight"] = (E, F)
+        s[b + "ffn_down.weight"] = (F, E)
+        if p.arch == "gemma2":
+            s[b + "post_ffw_norm.weight"] = (E,)
+    s["output_norm.weight"] = (E,)
+    if layer_norm:
+        s["output_norm.bias"] = (E,)
+    if not p.tied:
+        s["output.weight"] = (E, V)
+    return s
+
+
+def preset_n_params(p: Preset) -> int:
+    """Parameters of the preset's GGUF (a tied output matrix counted once), from preset_tensor_shapes."""
+    return sum(math.prod(shape) for shape in preset_tensor_shapes(p).values())

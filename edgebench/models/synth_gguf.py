@@ -8,9 +8,11 @@ src/llama-vocab.cpp) loads and runs exactly like the real model. Weights are see
 vocabulary is a generated SentencePiece-style ("llama") one of the real size; inputs are random
 token ids anyway, so the tokenizer never matters to a measurement.
 
-Other quant levels are made from the F16 file by llama.cpp's own quantizer (llama_model_quantize
-through llama-cpp-python's ctypes), so each tensor gets the type llama.cpp would give a real model
-(including its fallbacks for rows that are not a multiple of a K-quant's 256-value block).
+The tensors and their shapes come from models.presets.preset_tensor_shapes, the levels from
+models.quant_levels.GGUF_QUANTS. Levels other than F16 are made from the F16 file by llama.cpp's
+own quantizer (llama_model_quantize through llama-cpp-python's ctypes), so each tensor gets the
+type llama.cpp would give a real model (including its fallbacks for rows that are not a multiple
+of a K-quant's 256-value block).
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.errors import InputError
-from edgebench.models.cache import home as cache_home
-from edgebench.models.cache import locked
-from edgebench.models.presets import Preset, get_preset
+from edgebench.models.cache import locked, models_dir
+from edgebench.models.presets import Preset, get_preset, preset_tensor_shapes
+from edgebench.models.quant_levels import GGUF_QUANTS
 
 # Bump whenever the bytes the writer produces change: cached files carrying another value (in the
 # metadata key below, copied into quantized files by the quantizer) are rebuilt.
@@ -34,95 +36,10 @@ SYNTH_VERSION = 1
 KEY_PRESET = "edgebench.preset"
 KEY_VERSION = "edgebench.synth_version"
 
-# Levels llama.cpp makes without an importance matrix (llama-quant.cpp tensor_requires_imatrix:
-# IQ1_*, IQ2_*, IQ3_XXS, and so IQ3_XS, and Q2_K_S need one). Names are llama_ftype names minus
-# LLAMA_FTYPE_MOSTLY_ (LLAMA_FTYPE_ALL_F32 for F32).
-QUANT_LEVELS: tuple[str, ...] = (
-    "F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S",
-    "Q4_1", "Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K_L", "Q3_K_M", "Q3_K_S", "IQ3_M", "IQ3_S", "Q2_K",
-)
-# Lu et al. 2024 measured FP16, Q8_0, Q6_K, Q5_K, Q4_K_M, Q3_K; Q2_K shows the floor.
-DEFAULT_LADDER: tuple[str, ...] = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
-
-ARCHS = ("llama", "qwen2", "gemma2", "phi3", "stablelm")
 WEIGHT_STD = 0.02
 CHUNK_VALUES = 1 << 22  # values generated at once: 16 MiB of float32, whatever the preset's size
 
 Progress = Callable[[int, int], None] | None
-
-
-def check_quant(q: str) -> str:
-    """The canonical spelling of a quant level (case-insensitive), else InputError listing the valid ones."""
-    by_lower = {lv.lower(): lv for lv in QUANT_LEVELS}
-    try:
-        return by_lower[q.strip().lower()]
-    except KeyError:
-        raise InputError(f"unknown quant level {q!r}; valid: {', '.join(QUANT_LEVELS)}") from None
-
-
-def models_dir(cache: Path | None = None) -> Path:
-    """Folder of cached models: ``cache`` or $EDGEBENCH_HOME or ~/.cache/edgebench, then /models."""
-    return cache_home(cache) / "models"
-
-
-# -- shapes ------------------------------------------------------------------------------------
-def preset_tensor_shapes(p: Preset) -> dict[str, tuple[int, ...]]:
-    """Every tensor of the preset's GGUF, in file order: name -> shape in ggml order (ne[0], the
-    row length, first), exactly as the arch's load_arch_tensors() creates them in llama.cpp."""
-    if p.arch not in ARCHS:
-        raise InputError(f"preset {p.name}: architecture {p.arch!r} not supported; supported: {', '.join(ARCHS)}")
-    E, V, F, D = p.n_embd, p.n_vocab, p.n_ff, p.head_dim
-    q_dim, kv_dim = p.n_head * D, p.n_head_kv * D
-    if p.arch in ("qwen2", "phi3", "stablelm") and q_dim != E:
-        # these archs create attn_q / attn_output as {n_embd, n_embd}
-        raise ValueError(f"{p.name}: {p.arch} needs n_head*head_dim == n_embd, got {q_dim} != {E}")
-    if p.arch == "gemma2" and not p.tied:
-        raise ValueError(f"{p.name}: gemma2 always ties the output to token_embd in llama.cpp")
-    if p.arch == "stablelm" and p.tied:
-        raise ValueError(f"{p.name}: stablelm requires an output.weight tensor in llama.cpp")
-    layer_norm = p.arch == "stablelm"  # LayerNorm with bias; the others use RMSNorm (weight only)
-
-    s: dict[str, tuple[int, ...]] = {"token_embd.weight": (E, V)}
-    for i in range(p.n_layer):
-        b = f"blk.{i}."
-        s[b + "attn_norm.weight"] = (E,)
-        if layer_norm:
-            s[b + "attn_norm.bias"] = (E,)
-        if p.arch == "phi3":  # fused QKV, as Phi-3's checkpoint stores it
-            s[b + "attn_qkv.weight"] = (E, q_dim + 2 * kv_dim)
-        else:
-            s[b + "attn_q.weight"] = (E, q_dim)
-            s[b + "attn_k.weight"] = (E, kv_dim)
-            s[b + "attn_v.weight"] = (E, kv_dim)
-            if p.qkv_bias:
-                s[b + "attn_q.bias"] = (q_dim,)
-                s[b + "attn_k.bias"] = (kv_dim,)
-                s[b + "attn_v.bias"] = (kv_dim,)
-        s[b + "attn_output.weight"] = (q_dim, E)
-        if p.arch == "gemma2":
-            s[b + "post_attention_norm.weight"] = (E,)
-        s[b + "ffn_norm.weight"] = (E,)
-        if layer_norm:
-            s[b + "ffn_norm.bias"] = (E,)
-        if p.arch == "phi3":  # fused gate+up: {n_embd, 2*n_ff}
-            s[b + "ffn_up.weight"] = (E, 2 * F)
-        else:
-            s[b + "ffn_gate.weight"] = (E, F)
-            s[b + "ffn_up.weight"] = (E, F)
-        s[b + "ffn_down.weight"] = (F, E)
-        if p.arch == "gemma2":
-            s[b + "post_ffw_norm.weight"] = (E,)
-    s["output_norm.weight"] = (E,)
-    if layer_norm:
-        s["output_norm.bias"] = (E,)
-    if not p.tied:
-        s["output.weight"] = (E, V)
-    return s
-
-
-def preset_n_params(p: Preset) -> int:
-    """Parameters of the preset's GGUF (a tied output matrix counted once), from preset_tensor_shapes."""
-    return sum(int(np.prod(shape)) for shape in preset_tensor_shapes(p).values())
 
 
 def _metadata(p: Preset, gguf) -> list[tuple[str, object, object]]:
@@ -301,7 +218,7 @@ def quantize(src: Path, dst: Path, quant: str, n_threads: int | None = None, pro
 
     from edgebench.models.gguf_file import read_tensors
 
-    q = check_quant(quant)
+    q = GGUF_QUANTS.check(quant)
     src, dst = Path(src), Path(dst)
     sizes = {t.name: t.n_bytes for t in read_tensors(src)}  # validates src too
     ftype_name = "LLAMA_FTYPE_ALL_F32" if q == "F32" else f"LLAMA_FTYPE_MOSTLY_{q}"
@@ -350,7 +267,7 @@ def ensure_model(preset: str, quant: str, cache: Path | None = None, progress: P
     from it. A lock file per target serialises concurrent builders: the second waits, then reuses
     the first one's file. ``progress(done_bytes, total_bytes)`` restarts at each stage (writing
     the F16 file, then quantizing). Blocks: minutes for a multi-GB preset."""
-    p, q = get_preset(preset), check_quant(quant)
+    p, q = get_preset(preset), GGUF_QUANTS.check(quant)
     d = models_dir(cache)
     try:
         d.mkdir(parents=True, exist_ok=True)

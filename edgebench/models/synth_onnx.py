@@ -12,7 +12,8 @@ own [n_embd, n_vocab] matrix holding the embedding's transpose (as the genai bui
 quantizers quantize it; ``edgebench.tied`` in metadata_props says so.
 
 Quantization uses onnxruntime's own tools: quantize_dynamic (int8, MatMul weights) and
-MatMulNBitsQuantizer (int4, symmetric, blocks of 32 or 128, com.microsoft MatMulNBits).
+MatMulNBitsQuantizer (int4, symmetric, blocks of 32 or 128, com.microsoft MatMulNBits); the levels
+are models.quant_levels.ONNX_QUANTS. models.synth_genai puts a model in an onnxruntime-genai folder.
 """
 
 from __future__ import annotations
@@ -28,12 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.errors import InputError
-from edgebench.models.cache import home as cache_home
-from edgebench.models.cache import locked
+from edgebench.models.cache import locked, models_dir
 from edgebench.models.presets import Preset, get_preset
-
-ONNX_QUANT_LEVELS: tuple[str, ...] = ("fp32", "int8", "int4-b32", "int4-b128")
+from edgebench.models.quant_levels import ONNX_QUANTS
 
 OPSET = 17  # ReduceMean with an axes attribute; old enough for JetPack's onnxruntime builds
 IR_VERSION = 8
@@ -41,15 +39,6 @@ EXTERNAL_DATA_ABOVE = 1_800_000_000  # bytes: protobuf cannot hold a model over 
 INT4_ACCURACY_LEVEL = 4  # CPU: int8 compute for MatMulNBits, as genai's builder does for CPU
 
 Progress = Callable[[int, int], None] | None  # (done_bytes, total_bytes), like edgebench.synth
-
-
-def check_onnx_quant(q: str) -> str:
-    """The canonical spelling of an ONNX quant level, else InputError listing the valid ones."""
-    by_lower = {lv.lower(): lv for lv in ONNX_QUANT_LEVELS}
-    try:
-        return by_lower[q.lower()]
-    except KeyError:
-        raise InputError(f"unknown onnx quant level {q!r}; valid: {', '.join(ONNX_QUANT_LEVELS)}") from None
 
 
 def _weight_shapes(p: Preset) -> list[tuple[str, tuple[int, ...], str]]:
@@ -311,10 +300,6 @@ def _quantize_loud(src: Path, dst: Path, quant: str) -> None:
     onnx.save_model(model, str(dst))
 
 
-def cache_root(cache: Path | None = None) -> Path:
-    return cache_home(cache)
-
-
 def ensure_onnx_model(preset: str | Preset, quant: str, cache: Path | None = None,
                       progress: Progress = None) -> Path:
     """Path of ``<cache>/models/<preset>-<quant>.onnx``, built first if the cache lacks it.
@@ -324,8 +309,8 @@ def ensure_onnx_model(preset: str | Preset, quant: str, cache: Path | None = Non
     file per target serialises concurrent builders. Quantized levels are made from the cached
     fp32 model. ``progress(done_bytes, total_bytes)`` follows a build. Blocks (a large preset takes
     minutes)."""
-    p, q = (preset if isinstance(preset, Preset) else get_preset(preset)), check_onnx_quant(quant)
-    models = cache_root(cache) / "models"
+    p, q = (preset if isinstance(preset, Preset) else get_preset(preset)), ONNX_QUANTS.check(quant)
+    models = models_dir(cache)
     models.mkdir(parents=True, exist_ok=True)
     target = models / f"{p.name}-{q}.onnx"
     if target.exists():
@@ -352,71 +337,6 @@ def ensure_onnx_model(preset: str | Preset, quant: str, cache: Path | None = Non
             if data.exists():
                 os.replace(data, target.with_name(data.name))
             os.replace(out, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-GENAI_CONFIG = "genai_config.json"
-
-
-def genai_config(p: Preset, filename: str = "model.onnx") -> dict:
-    """The genai_config.json of a synthetic decoder, as onnxruntime-genai's model builder writes it
-    for a Llama-block model with GroupQueryAttention (hence past_present_share_buffer). The token
-    ids are placeholders: edgebench feeds random ids and never samples. No id is padding (-1):
-    genai reads a chunk's logits at its last non-pad token, and every random id is a real one."""
-    return {
-        "model": {
-            "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": -1,
-            # every synthetic graph is a Llama block, whatever the preset's family
-            "type": "llama", "context_length": p.n_ctx_train, "vocab_size": p.n_vocab,
-            "decoder": {
-                "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
-                "filename": filename, "head_size": p.head_dim, "hidden_size": p.n_embd,
-                "num_attention_heads": p.n_head, "num_hidden_layers": p.n_layer,
-                "num_key_value_heads": p.n_head_kv,
-                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
-                           "position_ids": "position_ids", "past_key_names": "past_key_values.%d.key",
-                           "past_value_names": "past_key_values.%d.value"},
-                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
-                            "present_value_names": "present.%d.value"},
-            },
-        },
-        "search": {"do_sample": False, "num_beams": 1, "num_return_sequences": 1, "min_length": 0,
-                   "max_length": p.n_ctx_train, "past_present_share_buffer": True, "early_stopping": True,
-                   "repetition_penalty": 1.0, "temperature": 1.0, "top_k": 1, "top_p": 1.0},
-    }
-
-
-def write_genai_folder(preset: str | Preset, quant: str, cache: Path | None = None,
-                       progress: Progress = None) -> Path:
-    """``<cache>/models/<preset>-<quant>-genai/``: the cached synthetic model (hard-linked as
-    model.onnx, external data under its own name) and a genai_config.json for onnxruntime-genai.
-    Built (with the model, if the cache lacks it) in a temporary folder renamed into place: the
-    folder's presence means it is whole. Blocks."""
-    import json
-
-    p, q = (preset if isinstance(preset, Preset) else get_preset(preset)), check_onnx_quant(quant)
-    src = ensure_onnx_model(p, q, cache, progress)
-    target = src.parent / f"{p.name}-{q}-genai"
-    if (target / GENAI_CONFIG).exists():
-        return target
-    with locked(target):
-        if (target / GENAI_CONFIG).exists():
-            return target
-        shutil.rmtree(target, ignore_errors=True)  # a folder without its config is not whole
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=src.parent))
-        try:
-            tmp.chmod(0o755)  # mkdtemp makes it private; the model folder is not
-            data = src.with_name(src.name + ".data")
-            for s, d in ((src, tmp / "model.onnx"), (data, tmp / data.name)):
-                if s.exists():
-                    try:
-                        os.link(s, d)
-                    except OSError:  # another file system, or no hard links there
-                        shutil.copy2(s, d)
-            (tmp / GENAI_CONFIG).write_text(json.dumps(genai_config(p), indent=2) + "\n")
-            os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target

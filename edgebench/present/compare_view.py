@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 from edgebench.analysis.compare import Result, Row
+from edgebench.present import format as format_
 
 FORMATS = ("table", "md", "json", "csv")
 _COLUMNS = ("case", "metric", "baseline", "candidate", "ratio", "change", "CI", "p", "verdict")
 _COLOR = {"regression": "bold red", "improved": "green", "insignificant": "yellow", "ok": ""}
 
 
-def _fmt_value(v: float, unit: str) -> str:
-    if unit == "bytes":
-        return f"{v / 2**20:,.1f} MiB"
-    if unit == "tok/s":
-        return f"{v:,.1f}" if v >= 100 else f"{v:.2f}"
-    if unit == "ms":
-        return f"{v:.2f} ms" if v >= 1 else f"{v:.3f} ms"
-    return f"{v:.3g} {unit}"
-
-
 def _cells(r: Row) -> list[str]:
     ci = "-" if r.ci_low is None else f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"
     p = {"exact": "exact", "none": "n/a"}.get(r.test) or (f"{r.p_value:.3f}" if r.p_value >= 0.001 else f"{r.p_value:.1e}")
-    return [r.label, r.metric, _fmt_value(r.baseline, r.unit), _fmt_value(r.candidate, r.unit), f"{r.ratio:.3f}",
+    return [r.label, r.metric, format_.with_unit(r.metric, r.baseline),
+            format_.with_unit(r.metric, r.candidate), f"{r.ratio:.3f}",
             f"{r.change:+.1%}", ci, p, r.verdict]
 
 

@@ -12,13 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-# (field, prefix) in the order a case is named: "smollm-135m Q4_K_M t=4 p=512"
-LABEL_FIELDS: tuple[tuple[str, str], ...] = (
-    ("run_id", "run "), ("device", ""), ("backend", ""), ("model", ""), ("quant", ""), ("n_threads", "t="),
-    ("n_gpu_layers", "ngl="), ("n_prompt", "p="), ("n_gen", "n="), ("depth", "d="), ("n_ctx", "ctx="),
-    ("n_batch", "b="), ("n_ubatch", "ub="), ("flash_attn", "fa="), ("cache_type_k", "ctk="),
-    ("cache_type_v", "ctv="), ("ep", "ep="),
-)
+from edgebench.present import format as format_
+from edgebench.records import LABEL_FIELDS, case_label
+
 OP_COLORS = {"mul_mat_vec": "#1f77b4", "mul_mat": "#aec7e8", "attention": "#ff7f0e", "norm": "#2ca02c",
              "rope": "#98df8a", "activation": "#d62728", "elementwise": "#9467bd", "copy": "#8c564b",
              "other": "#c7c7c7"}
@@ -31,37 +27,18 @@ def text(s: Any) -> str:
     return str(s).replace("$", r"\$")
 
 
-def fmt_num(x: float, _pos=None) -> str:
-    """A number as people read it: 12,345 / 45.6 / 0.0123 (also a matplotlib tick formatter)."""
-    if x == 0:
-        return "0"
-    a = abs(x)
-    if a >= 100:
-        return f"{x:,.0f}"
-    if a >= 10:
-        return f"{x:.1f}".rstrip("0").rstrip(".")
-    return f"{x:.3g}"
-
-
-def fmt_value(v: Any) -> str:
-    """A key value for a label: 512.0 -> '512'."""
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
-
-
 def ctx_is_derived(df) -> bool:
     """True when n_ctx follows from the other key fields (depth + prompt + gen, padded), as it does
     unless --ctx was swept on its own."""
     if "n_ctx" not in df or df["n_ctx"].nunique() <= 1:
         return True
-    others = [df[f].astype(str) for f, _ in LABEL_FIELDS if f in df and f != "n_ctx"]
+    others = [df[f].astype(str) for f in LABEL_FIELDS if f in df and f != "n_ctx"]
     return bool(df.groupby(others)["n_ctx"].nunique().max() <= 1)
 
 
 def label_fields(df, exclude: Sequence[str] = ()) -> list[str]:
     """Key fields that vary between the rows of ``df`` (and so must appear in labels), less ``exclude``."""
-    fields = [f for f, _ in LABEL_FIELDS if f in df and f not in exclude and df[f].astype(str).nunique() > 1]
+    fields = [f for f in LABEL_FIELDS if f in df and f not in exclude and df[f].astype(str).nunique() > 1]
     if "n_ctx" in fields and not set(exclude) & {"n_prompt", "n_gen", "depth"} and ctx_is_derived(df):
         fields.remove("n_ctx")  # p= and d= already name the case; ctx= would only repeat them
     if "run_id" in fields and "device" in fields and df["run_id"].nunique() == df["device"].nunique() \
@@ -72,10 +49,8 @@ def label_fields(df, exclude: Sequence[str] = ()) -> list[str]:
 
 def labels(df, exclude: Sequence[str] = (), always: Sequence[str] = ("model",)) -> list[str]:
     varying = label_fields(df, exclude)
-    fields = [f for f, _ in LABEL_FIELDS if (f in always and f not in exclude) or f in varying]
-    prefix = dict(LABEL_FIELDS)
-    return [" ".join(f"{prefix[f]}{fmt_value(r[f])}" for f in fields if f in r and str(r[f]) not in ("", "None", "nan"))
-            for _, r in df.iterrows()]
+    fields = [f for f in LABEL_FIELDS if (f in always and f not in exclude) or f in varying]
+    return [case_label(r, fields) for r in df.to_dict("records")]
 
 
 def _figure(height: float):
@@ -94,7 +69,7 @@ def _style(ax, title: str, xlabel: str, ylabel: str) -> None:
     ax.grid(True, alpha=0.3)
     for axis in (ax.xaxis, ax.yaxis):
         if axis.get_scale() == "linear":
-            axis.set_major_formatter(FuncFormatter(fmt_num))
+            axis.set_major_formatter(FuncFormatter(format_.tick))
     ax.spines[["top", "right"]].set_visible(False)
 
 
@@ -189,7 +164,7 @@ def kv_share_vs_ctx(df):
         return None
     d = df.dropna(subset=["kv_share"]).assign(kv_share_pct=lambda t: 100 * t["kv_share"],
                                               kv_mib=lambda t: t["kv_bytes"] / 2**20)
-    d = d.drop_duplicates(subset=[f for f, _ in LABEL_FIELDS if f in d and f not in ("n_prompt", "n_gen", "depth")])
+    d = d.drop_duplicates(subset=[f for f in LABEL_FIELDS if f in d and f not in ("n_prompt", "n_gen", "depth")])
     return _lines(d, "n_ctx", [("kv_share_pct", "KV share of runtime memory", "% of weights + KV + compute"),
                                ("kv_mib", "KV cache size", "MiB")],
                   "context size (tokens)", "KV cache vs context", ("n_ctx", "n_prompt", "n_gen", "depth"), logx=True)
@@ -224,7 +199,7 @@ def latency_percentiles(df):
         h = 0.26
         for i, (p, shade) in enumerate((("p50", "#4c72b0"), ("p90", "#8da0cb"), ("p99", "#c6d0e6"))):
             ax.barh([v + (i - 1) * h for v in y], rows[f"tpot_ms_{p}"], height=h, color=shade, label=p)
-    return _hbars(d, [("Decode step time percentiles (all reps)", draw, "ms per token")],
+    return _hbars(d, [("Decode step time percentiles (each rep's, median over reps)", draw, "ms per token")],
                   "Per-token decode latency")
 
 
@@ -232,7 +207,7 @@ def memory_bars(df):
     d = df.dropna(subset=["weights_bytes"])
     if d.empty:
         return None
-    d = d.drop_duplicates(subset=[f for f, _ in LABEL_FIELDS if f in d and f not in ("n_prompt", "n_gen", "depth")])
+    d = d.drop_duplicates(subset=[f for f in LABEL_FIELDS if f in d and f not in ("n_prompt", "n_gen", "depth")])
 
     def draw(ax, y, rows):
         left = [0.0] * len(rows)
@@ -246,7 +221,7 @@ def memory_bars(df):
         ends = [max(a, b) for a, b in zip(left, rss or left)]  # label after the bar or the RSS mark
         for yi, end, share in zip(y, ends, rows.get("kv_share", [None] * len(rows))):
             if share is not None and share == share:
-                ax.annotate(f"  KV {share:.1%}", (end, yi), va="center", fontsize=7)
+                ax.annotate(f"  KV {format_.cell('kv_share', share)}", (end, yi), va="center", fontsize=7)
         ax.set_xlim(right=max(ends) * 1.18)
     return _hbars(d, [("Runtime buffers (stacked) and peak RSS", draw, "MiB")], "Memory by quantization",
                   exclude=("n_prompt", "n_gen", "depth"), legend_cols=4)
@@ -287,7 +262,7 @@ def energy_per_token(df):
             ax.barh(y, rows[col].fillna(0) * 1e3, color=color, height=0.6)
             for yi, v in zip(y, rows[col]):
                 if v == v:
-                    ax.annotate(f" {v * 1e3:.3g}", (v * 1e3, yi), va="center", fontsize=7)
+                    ax.annotate(f" {format_.cell(col, v)}", (v * 1e3, yi), va="center", fontsize=7)
             ax.set_xlim(right=float(rows[col].max()) * 1e3 * 1.18)
         return draw
     return _hbars(d, [(c.split("_")[-1].capitalize(), drawer(c, "#c44e52" if "decode" in c else "#dd8452"),
@@ -304,7 +279,7 @@ def roofline(df):
                 label="bound = memory bandwidth / bytes read per token (weights + KV cache)")
         ax.barh(y, rows["decode_tok_s"], color="#4c72b0", height=0.45, label="achieved decode")
         for yi, a, pct in zip(y, rows["decode_tok_s"], rows["roof_pct"]):
-            ax.annotate(f" {pct:.0%} of bound", (a, yi), va="center", fontsize=8)
+            ax.annotate(f" {format_.cell('roof_pct', pct)} of bound", (a, yi), va="center", fontsize=8)
         ax.set_xlim(right=float(rows["bound_tok_s"].max()) * 1.1)
     bw = ", ".join(f"{dev} {v:g} GB/s" for dev, v in d.groupby("device")["mem_bandwidth_gbs"].first().items())
     fig = _hbars(d, [("", draw, "decode tokens / s")],

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.analysis import summary
+from edgebench.present import format as format_
 from edgebench.present import plots
 from edgebench.records import KEY_FIELDS, SUMMARY_COLUMNS
 from edgebench.store import bundle
@@ -28,7 +29,8 @@ SECTIONS: dict[str, tuple[str, str]] = {
                    "tokens per second."),
     "prompt": ("Time to first token vs prompt length", "TTFT (one prefill over the whole prompt) and prefill throughput."),
     "depth": ("Decode vs context depth", "Decode throughput and median per-token latency with tokens already in the KV cache."),
-    "latency": ("Per-token latency", "Percentiles of every timed decode step of every rep: a long p99 tail means jitter."),
+    "latency": ("Per-token latency", "Percentiles of the timed decode steps of each rep, median over reps: a long p99 "
+                                     "tail means jitter."),
     "memory": ("Memory", "What the runtime allocated: weights, KV cache (for the whole context) and compute buffers; the "
                          "black mark is the worker's peak resident memory. The label gives the KV cache's share."),
     "kv_share": ("KV cache share vs context", "How the KV cache grows with the context size, in bytes and as a share of "
@@ -42,35 +44,15 @@ SECTIONS: dict[str, tuple[str, str]] = {
                                     "a copy benchmark measured at the start of the run."),
 }
 
-# (column, header, format) of the summary table; key columns that never vary go to the header line.
-TABLE: tuple[tuple[str, str, str], ...] = (
-    ("run_id", "run", ""), ("device", "device", ""), ("model", "model", ""), ("backend", "backend", ""),
-    ("quant", "quant", ""), ("bpw", "bpw", "{:.2f}"), ("n_threads", "t", ""), ("n_gpu_layers", "ngl", ""),
-    ("n_prompt", "p", ""), ("n_gen", "n", ""), ("depth", "d", ""), ("n_ctx", "ctx", ""),
-    ("prefill_tok_s", "prefill tok/s", "num"), ("prefill_tok_s_std", "±", "num"), ("ttft_ms", "TTFT ms", "num"),
-    ("decode_tok_s", "decode tok/s", "num"), ("decode_tok_s_std", "±", "num"), ("tpot_ms_p50", "TPOT p50 ms", "num"),
-    ("tpot_ms_p99", "p99 ms", "num"), ("weights_bytes", "weights MiB", "mib"), ("kv_bytes", "KV MiB", "mib"),
-    ("compute_bytes", "compute MiB", "mib"), ("kv_share", "KV share", "{:.1%}"), ("rss_peak_bytes", "peak RSS MiB", "mib"),
-    ("j_per_token_decode", "decode mJ/tok", "mj"), ("roof_pct", "% of BW bound", "{:.0%}"), ("status", "status", ""),
+# Columns of the summary table (headers and formats: records.FIELDS); key columns that never vary
+# go to the header line.
+TABLE: tuple[str, ...] = (
+    "run_id", "device", "model", "backend", "quant", "bpw", "n_threads", "n_gpu_layers", "n_prompt", "n_gen",
+    "depth", "n_ctx", "prefill_tok_s", "prefill_tok_s_std", "ttft_ms", "decode_tok_s", "decode_tok_s_std",
+    "tpot_ms_p50", "tpot_ms_p99", "weights_bytes", "kv_bytes", "compute_bytes", "kv_share", "rss_peak_bytes",
+    "j_per_token_decode", "roof_pct", "status",
 )
 ALWAYS = {"model", "quant", "status"}
-
-
-def _cell(v: Any, fmt: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    try:
-        if fmt == "mib":
-            return f"{v / 2**20:,.1f}"
-        if fmt == "mj":
-            return f"{v * 1e3:.3g}"
-        if fmt == "num":
-            return plots.fmt_num(float(v))
-        if fmt:
-            return fmt.format(v)
-    except (TypeError, ValueError):
-        pass
-    return plots.fmt_value(v)
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -140,13 +122,14 @@ def collect(store, run_ids: list[str]):
 def _table_columns(df) -> tuple[list[tuple[str, str, str]], list[str]]:
     """Columns worth a table column, and 'field value' facts that are the same for every case."""
     cols, constant = [], []
-    for col, head, fmt in TABLE:
+    for col in TABLE:
         if col not in df or not df[col].notna().any():
             continue
+        head = format_.header(col)
         if col in KEY_FIELDS + ("run_id",) and col not in ALWAYS and df[col].astype(str).nunique() == 1:
-            constant.append(f"{head} {plots.fmt_value(df[col].iloc[0])}")
+            constant.append(f"{head} {format_.cell(col, df[col].iloc[0])}")
             continue
-        cols.append((col, head, fmt))
+        cols.append((col, head, format_.fmt_of(col)))
     return cols, constant
 
 
@@ -189,23 +172,24 @@ def _html_table(df, cols) -> str:
     head = "".join(f'<th class="{"t" if not f else ""}">{html.escape(h)}</th>' for _, h, f in cols)
     body = []
     for _, r in df.iterrows():
-        tds = "".join(f'<td class="{"t" if not f else ""}">{html.escape(_cell(r.get(c), f))}</td>' for c, _, f in cols)
+        tds = "".join(f'<td class="{"t" if not f else ""}">{html.escape(format_.value(r.get(c), f))}</td>' for c, _, f in cols)
         body.append(f'<tr class="{"failed" if r.get("status") == "failed" else ""}">{tds}</tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _md_table(df, cols) -> str:
     lines = ["| " + " | ".join(_md(h) for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_md(_cell(r.get(c), f)) for c, _, f in cols) + " |" for _, r in df.iterrows()]
+    lines += ["| " + " | ".join(_md(format_.value(r.get(c), f)) for c, _, f in cols) + " |" for _, r in df.iterrows()]
     return "\n".join(lines)
 
 
 def _roof_table(df):
     df = df[df["roof_pct"].notna()]
     df = df.assign(case=plots.labels(df, always=("model", "quant")))
-    cols = [("case", "case", ""), ("bytes_per_token", "MiB read / token", "mib"),
-            ("mem_bandwidth_gbs", "bandwidth GB/s", "{:g}"), ("bound_tok_s", "bound tok/s", "num"),
-            ("decode_tok_s", "achieved tok/s", "num"), ("roof_pct", "% of bound", "{:.0%}")]
+    # this table's own headers for two columns: next to the bound they read as "achieved" and "of bound"
+    heads = {"decode_tok_s": "achieved tok/s", "roof_pct": "% of bound"}
+    cols = [("case", "case", "")] + [(c, heads.get(c) or format_.header(c), format_.fmt_of(c)) for c in
+                                     ("bytes_per_token", "mem_bandwidth_gbs", "bound_tok_s", "decode_tok_s", "roof_pct")]
     return df, cols
 
 
@@ -246,7 +230,7 @@ def write_report(store, run_ids: list[str], out_dir: Path) -> Path:
     figs = _figures(df, out_dir / "figures")
     cols, constant = _table_columns(df)
     warnings = summary.cv_warnings(df[df["status"] == "ok"].to_dict("records")) + notes if len(df) else notes
-    failed = [f"run {r['run_id']} case {r['case_id']} ({_cell(r.get('model'), '')} {_cell(r.get('quant'), '')}): "
+    failed = [f"run {r['run_id']} case {r['case_id']} ({format_.value(r.get('model'), '')} {format_.value(r.get('quant'), '')}): "
               f"{r.get('error')}" for r in df.to_dict("records") if r.get("status") == "failed"]
     title = "edgebench report: " + ", ".join(sorted({str(r.run_id) for r in runs}))
     sections = [(sid, *SECTIONS[sid], figs[sid]) for sid, _ in plots.FIGURES if sid in figs]

@@ -13,6 +13,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from edgebench.present import format as fmt_
+
 FORMATS = ("table", "csv", "json", "md")
 
 
@@ -21,26 +23,13 @@ def console_for_tables(width_when_piped: int) -> Console:
     rich would otherwise assume 80 columns and fold every table)."""
     return Console() if sys.stdout.isatty() else Console(width=width_when_piped)
 
-# (column, header, format) shown in the terminal table; every column is in csv/json.
-TABLE_COLUMNS = (
-    ("case_id", "#", "{}"), ("model", "model", "{}"), ("backend", "backend", "{}"), ("quant", "quant", "{}"),
-    ("bpw", "bpw", "{:.2f}"), ("n_threads", "t", "{}"), ("n_prompt", "p", "{}"), ("n_gen", "n", "{}"),
-    ("depth", "d", "{}"), ("prefill_tok_s", "prefill tok/s", "{:.1f}"), ("prefill_tok_s_std", "±", "{:.1f}"),
-    ("ttft_ms", "TTFT ms", "{:.1f}"), ("decode_tok_s", "decode tok/s", "{:.2f}"), ("decode_tok_s_std", "±", "{:.2f}"),
-    ("tpot_ms_p50", "TPOT p50 ms", "{:.2f}"), ("tpot_ms_p99", "p99", "{:.2f}"),
-    ("rss_peak_bytes", "RSS MiB", "mib"), ("kv_share", "KV share", "{:.1%}"), ("status", "status", "{}"),
+# Columns of the terminal table (headers and formats: records.FIELDS); every column is in csv/json.
+TABLE_COLUMNS: tuple[str, ...] = (
+    "case_id", "model", "backend", "quant", "bpw", "n_threads", "n_prompt", "n_gen", "depth", "prefill_tok_s",
+    "prefill_tok_s_std", "ttft_ms", "decode_tok_s", "decode_tok_s_std", "tpot_ms_p50", "tpot_ms_p99",
+    "rss_peak_bytes", "kv_share", "status",
 )
-
-
-def _cell(v: Any, fmt: str) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    if fmt == "mib":
-        return f"{v / 2**20:.0f}"
-    try:
-        return fmt.format(v)
-    except (ValueError, TypeError):
-        return str(v)
+_LEFT = ("model", "backend", "quant", "status")
 
 
 def print_rows(rows: list[dict[str, Any]], fmt: str, title: str = "") -> None:
@@ -57,21 +46,21 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, title: str = "") -> None:
             w.writerow({k: csv_cell(r.get(k)) for k in cols})
         sys.stdout.write(buf.getvalue())
     elif fmt == "md":
-        cols = [c for c in TABLE_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
-        lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
+        cols = [c for c in TABLE_COLUMNS if any(r.get(c) is not None for r in rows)]
+        lines = ["| " + " | ".join(fmt_.header(c) for c in cols) + " |", "|" + "---|" * len(cols)]
         for r in rows:
-            lines.append("| " + " | ".join(_cell(r.get(k), f) for k, _, f in cols) + " |")
+            lines.append("| " + " | ".join(fmt_.cell(c, r.get(c)) for c in cols) + " |")
         if title:
             lines.insert(0, f"**{title}**\n")
         sys.stdout.write("\n".join(lines) + "\n")
     else:
         table = Table(title=title or None)
-        cols = [c for c in TABLE_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
-        for _, h, _ in cols:
-            text = h in ("model", "backend", "quant", "status")
-            table.add_column(h, justify="left" if text else "right", no_wrap=text)
+        cols = [c for c in TABLE_COLUMNS if any(r.get(c) is not None for r in rows)]
+        for c in cols:
+            text = c in _LEFT
+            table.add_column(fmt_.header(c), justify="left" if text else "right", no_wrap=text)
         for r in rows:
-            cells = [_cell(r.get(k), f) for k, _, f in cols]
+            cells = [fmt_.cell(c, r.get(c)) for c in cols]
             if r.get("status") == "failed":
                 cells[-1] = "[red]failed[/red]"
             table.add_row(*cells)
@@ -96,8 +85,7 @@ def print_runs(store) -> None:
 
 
 def print_presets() -> None:
-    from edgebench.models.presets import PRESETS
-    from edgebench.models.synth_gguf import preset_n_params
+    from edgebench.models.presets import PRESETS, preset_n_params
 
     table = Table(title="synthetic presets (shapes from public config.json files)")
     for h in ("preset", "arch", "layers", "hidden", "heads", "kv heads", "head dim", "ffn", "vocab", "tied", "ctx",
@@ -108,33 +96,6 @@ def print_presets() -> None:
                       str(p.n_ff), str(p.n_vocab), "yes" if p.tied else "no", str(p.n_ctx_train),
                       f"{preset_n_params(p) / 1e6:.1f}", f"{p.kv_bytes_per_token_f16 / 1024:.1f} KiB")
     console_for_tables(150).print(table)
-
-
-def make_models(preset: str, quant: str, out: Path | None, backend: str) -> None:
-    from edgebench.backends import backend_class
-    from edgebench.errors import InputError
-    from edgebench.models.presets import get_preset
-
-    get_preset(preset)
-    cls = backend_class(backend)
-    levels = []
-    for q in quant.split(","):
-        canon = cls.check_quant(q.strip())
-        if canon is None:
-            raise InputError(f"unknown quant level {q!r} for {cls.name}; valid: {', '.join(cls.quant_levels)}")
-        levels.append(canon)
-    if out is not None:
-        import os
-
-        os.environ["EDGEBENCH_HOME"] = str(out)
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True)) as p:
-        for q in levels:
-            task = p.add_task(f"{preset} {q}", total=None)
-            path = cls.build_synthetic(preset, q, progress=lambda d, t: p.update(task, completed=d, total=t))
-            p.update(task, completed=1, total=1)
-            p.console.print(path)
 
 
 def print_gguf_info(path: Path) -> None:

@@ -1,8 +1,11 @@
-"""Plan a run: resolve the spec's models (files, folders, presets) per backend and expand the
-sweep into Cases, a cartesian product like llama-bench's."""
+"""Plan a run: check the spec's backend and profiler names against their registries, resolve its
+models (files, folders, presets) per backend and expand the sweep into Cases, a cartesian product
+like llama-bench's. Synthetic presets are expanded per quant level; model files carry their own
+quant and ignore --quant."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,17 @@ class ModelRef:
     path: str = ""
     preset: str = ""
     quant: str = ""
+
+
+def canonical_spec(spec: RunSpec) -> RunSpec:
+    """The spec with canonical backend names (aliases folded, repeats dropped) and known profiler
+    names; InputError names an unknown one. A run stores this spec."""
+    from edgebench.backends import canonical_name
+    from edgebench.profilers import check_profiler_name
+
+    backends = tuple(dict.fromkeys(canonical_name(b) for b in spec.backends))
+    profile = tuple(check_profiler_name(p) for p in spec.profile)
+    return dataclasses.replace(spec, backends=backends, profile=profile)
 
 
 def resolve_models(spec: RunSpec) -> tuple[list[ModelRef], list[str]]:
@@ -84,7 +98,7 @@ def _validate_file(p: Path) -> None:
 
 def expand(spec: RunSpec, refs: list[ModelRef], n_threads_default: int) -> list[tuple[ModelRef, Case]]:
     """The cartesian product of models and sweep values. The Case's model path is filled in for
-    files; presets get theirs once built (runner.prepare)."""
+    files; a preset case has none: its worker builds the model (run/worker.py)."""
     names = list(spec.sweep)
     grids = [spec.sweep[n] for n in names]
     out = []

@@ -12,16 +12,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from edgebench.analysis.summary import export_run
-from edgebench.errors import InputError
+from edgebench.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, InputError
 from edgebench.machine.environment import collect_environment, fair_run_warnings, measure_memory_bandwidth, physical_cores
-from edgebench.records import Case
+from edgebench.records import Case, case_label
 from edgebench.run import plan as planmod
-from edgebench.run import runner
+from edgebench.run import protocol, runner
 from edgebench.run import spec as specmod
 from edgebench.store.bundle import write_run_json
 from edgebench.store.database import Store, store_url
 
 console = Console(stderr=True)
+
+
+_PROGRESS_LABEL = ("n_threads", "n_prompt", "n_gen", "depth")
 
 
 class ProgressEvents:
@@ -36,13 +39,11 @@ class ProgressEvents:
         name = Path(case.model).name if case.model else f"{case.preset} {case.quant_request}"
         self.p.update(self.cases, total=n, completed=i, description=f"case {i + 1}/{n} {name}")
         self.p.reset(self.reps, total=case.reps, completed=0, visible=True,
-                     description=f"  t={case.n_threads} p={case.n_prompt} n={case.n_gen} d={case.depth}: loading")
+                     description=f"  {case_label(case.to_dict(), _PROGRESS_LABEL)}: loading")
 
-    def progress(self, i: int, msg: dict) -> None:
-        if msg.get("t") != "progress":
-            return
-        stage, rep, reps = msg["stage"], msg["rep"], msg["reps"]
-        label = {"build": "building model", "warmup": "warmup", "rep": "rep", "profile": f"profiling ({msg.get('profiler')})"}[stage]
+    def progress(self, i: int, msg: protocol.Progress) -> None:
+        stage, rep, reps = msg.stage, msg.rep, msg.reps
+        label = {"build": "building model", "warmup": "warmup", "rep": "rep", "profile": f"profiling ({msg.profiler})"}[stage]
         if stage == "build":
             self.p.update(self.reps, total=reps, completed=rep, description=f"  {label}")
         else:
@@ -54,9 +55,6 @@ class ProgressEvents:
             self.p.console.print(f"[red]case {i + 1} failed:[/red] {error}")
         elif status == "skipped" and "resume" not in error:
             self.p.console.print(f"[yellow]case {i + 1} skipped:[/yellow] {error}")
-
-    def note(self, text: str) -> None:
-        self.p.console.print(text)
 
 
 def _progress() -> Progress:
@@ -109,7 +107,7 @@ def _fit_check(memory_bytes: int | None):
 
 def start(options: dict[str, Any], config: Path | None, out: Path, store_target: str | None = None) -> Outcome:
     cfg = specmod.load_toml(config) if config else None
-    spec = specmod.build_spec(options, cfg)
+    spec = planmod.canonical_spec(specmod.build_spec(options, cfg))  # stored as the run's spec
     if cfg and cfg.get("out") and out == Path("reports"):
         out = Path(cfg["out"])
     profile, device_env = _device(spec)
@@ -138,9 +136,25 @@ def resume(run_id: str, out: Path, store_target: str | None = None) -> Outcome:
     run = store.get_run(run_id)
     spec = specmod.RunSpec.from_dict(run.spec)
     planned, _ = _plan(spec)
-    done = {c["case_key"] for c in store.get_cases(run.run_id) if c["status"] == "ok"}
-    console.print(f"resuming run [bold]{run.run_id}[/bold]: {len(done)} of {len(planned)} case(s) already measured")
+    done = _done_keys(store.get_cases(run.run_id))
+    n_done = sum(case.key() in done for _, case in planned)
+    console.print(f"resuming run [bold]{run.run_id}[/bold]: {n_done} of {len(planned)} case(s) already measured")
     return _execute(store, run.run_id, spec, planned, out, done)
+
+
+def _done_keys(cases: list[dict[str, Any]]) -> set[str]:
+    """Keys of the measured cases: as stored, and from the stored columns under today's Case.key(),
+    so a run stored when a preset case's key held its built path still resumes without measuring
+    those cases again."""
+    done = set()
+    for c in cases:
+        if c["status"] == "ok":
+            done.add(c["case_key"])
+            try:
+                done.add(Case.from_dict(c).key())
+            except (TypeError, ValueError):  # columns an older edgebench did not validate
+                pass
+    return done
 
 
 def _between(spec: specmod.RunSpec):
@@ -171,11 +185,11 @@ def _execute(store: Store, run_id: str, spec: specmod.RunSpec, planned: list, ou
         store_arg = "" if store.url == store_url(out) else f" --store {store.url}"
         console.print(f"[yellow]interrupted[/yellow]: finished cases are stored; continue with "
                       f"`edgebench run --resume {run_id} --out {out}{store_arg}`")
-        return Outcome(130, store, run_id, run_dir)
+        return Outcome(EXIT_INTERRUPTED, store, run_id, run_dir)
     finally:
         store.finish_run(run_id, status)
         rows = export_run(store, run_id, run_dir)
-    return Outcome(0 if status == "complete" else 1, store, run_id, run_dir, rows, time.monotonic() - t0)
+    return Outcome(EXIT_OK if status == "complete" else EXIT_FAILED, store, run_id, run_dir, rows, time.monotonic() - t0)
 
 
 def _stop_on_sigterm() -> None:

@@ -1,7 +1,7 @@
-"""RunSpec: what the user asked for (CLI flags or sweep.toml), validated and expanded into Cases.
+"""RunSpec: what the user asked for (CLI flags or sweep.toml), parsed and validated.
 
-Expansion is a cartesian product over every list-valued parameter, like llama-bench. Synthetic
-presets are expanded per quant level; model files carry their own quant and ignore --quant.
+Nothing here knows the backends or profilers: run/plan.py canonicalises their names and expands
+the spec into Cases.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def build_spec(options: dict[str, Any], config: dict[str, Any] | None = None) ->
     """Merge a config file (lower priority) and CLI options (None = not given) into a RunSpec.
 
     With no model anywhere, the built-in default job runs: the smollm-135m preset over the default
-    quant ladder at a quick size. With a model, sizes default to llama-bench's.
+    quant ladder at a quick size. With a model, sizes default to llama-bench's. Backend and profiler
+    names are kept as given: plan.canonical_spec checks them against the registries.
     """
     merged: dict[str, Any] = {}
     for src in (config or {}), options:
@@ -141,14 +142,10 @@ def build_spec(options: dict[str, Any], config: dict[str, Any] | None = None) ->
         raise InputError(f"--timeout must be > 0, got {timeout}")
     if cooldown < 0:
         raise InputError(f"--cooldown must be >= 0, got {cooldown}")
-    from edgebench.backends import canonical_name
-    from edgebench.profilers import check_profiler_name
-
-    backends = tuple(dict.fromkeys(canonical_name(b) for b in parse_list(merged.get("backends"), str, "backend"))) or ("llama-cpp",)
-    profile = tuple(check_profiler_name(p) for p in parse_list(merged.get("profile"), str, "profile"))
     return RunSpec(
         models=models or (DEFAULT_PRESET,), quants=parse_list(merged.get("quants"), str, "quant"),
-        backends=backends, sweep=sweep, reps=reps, warmup=bool(merged.get("warmup", True)),
-        timeout=timeout, profile=profile, device=str(merged.get("device", "auto")),
+        backends=parse_list(merged.get("backends"), str, "backend") or ("llama-cpp",),
+        profile=parse_list(merged.get("profile"), str, "profile"), sweep=sweep, reps=reps, warmup=bool(merged.get("warmup", True)),
+        timeout=timeout, device=str(merged.get("device", "auto")),
         verify=bool(merged.get("verify", True)), cooldown=cooldown, cooldown_temp=ctemp,
     )

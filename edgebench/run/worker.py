@@ -1,21 +1,25 @@
-"""Runs one Case in its own process and streams records back as JSON lines.
+"""Runs one Case in its own process and streams records back as typed messages (run/protocol.py),
+one JSON line each, on the fd the runner passes; llama.cpp's own printing goes to stderr, which
+the runner keeps as the case's log.
 
-Protocol (one JSON object per line on the fd the runner passes; llama.cpp's own printing goes to
-stderr, which the runner keeps as the case's log):
-  {"t": "info", "info": {...}}                    model facts, versions, skipped profilers
-  {"t": "progress", "stage": "warmup"|"rep"|"profile", "rep": i, "reps": n}
-  {"t": "samples", "samples": [Sample dicts]}     streamed as they are made (after each rep)
-  {"t": "done"} | {"t": "error", "error": "one line"}
+A preset case is built here first (writing the GGUF and running llama.cpp's quantizer, which is
+C code that can crash): a crash then ends this case only. The worker reports the built path and
+waits for the runner's Go before it loads the model.
 
 Method (DESIGN.md): random token ids; warmup once (not stored); per rep: reset the cache, fill
 `depth` tokens (untimed), time one prefill of n_prompt tokens, then time each of n_gen decode
 steps on its own. perf_counter_ns around calls that synchronize; nothing else in the timed region.
+
+Test hook: with EDGEBENCH_TEST_BUILD_SIGNAL=SIGSEGV (any signal name) in its environment the
+worker kills itself with that signal at the start of a preset build, so tests can show that a
+crash while building fails that case only. It is for tests; nothing sets it otherwise.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,8 +28,10 @@ from contextlib import ExitStack, contextmanager
 import numpy as np
 
 from edgebench.records import Case, Sample
+from edgebench.run import protocol as msg
 
-Emit = Callable[[dict], None]
+Emit = Callable[[msg.Message], None]
+BUILD_SIGNAL_ENV = "EDGEBENCH_TEST_BUILD_SIGNAL"
 SEED = 1234  # token ids are random but reproducible
 
 
@@ -79,7 +85,7 @@ def run_case(case: Case, emit: Emit) -> None:
         for p in passive:
             out.extend(p.collect())
         if out:
-            emit({"t": "samples", "samples": [s.to_dict() for s in out]})
+            emit(msg.Samples(tuple(out)))
 
     try:
         for p in passive:
@@ -89,17 +95,17 @@ def run_case(case: Case, emit: Emit) -> None:
             info = backend.load(case)
             load_ns = time.perf_counter_ns() - t0
         model = {k: v for k, v in info.to_dict().items() if k != "extra"} | info.extra
-        emit({"t": "info", "info": {"model": model, "versions": backend.versions(), "skipped_profilers": skipped}})
+        emit(msg.Info({"model": model, "versions": backend.versions(), "skipped_profilers": skipped}))
         flush([Sample(-1, "load", "load_ns", load_ns)])
 
         rng = np.random.default_rng(SEED)
         if case.warmup:
-            emit({"t": "progress", "stage": "warmup", "rep": 0, "reps": case.reps})
+            emit(msg.Progress("warmup", 0, case.reps))
             warm = Case.from_dict(case.to_dict() | {"n_gen": min(case.n_gen, 2)})
             _measure_rep(backend, warm, rng, info.n_vocab, [], -1)
 
         for rep in range(case.reps):
-            emit({"t": "progress", "stage": "rep", "rep": rep, "reps": case.reps})
+            emit(msg.Progress("rep", rep, case.reps))
             prefill_ns, steps = _measure_rep(backend, case, rng, info.n_vocab, passive, rep)
             flush([Sample(rep, "prefill", "prefill_ns", prefill_ns)]
                   + [Sample(rep, "decode", "decode_step_ns", ns, idx=i) for i, ns in enumerate(steps)])
@@ -109,7 +115,7 @@ def run_case(case: Case, emit: Emit) -> None:
             p.attach(backend)
             n = p.reps_for(case)
             for rep in range(n):
-                emit({"t": "progress", "stage": "profile", "rep": rep, "reps": n, "profiler": p.name})
+                emit(msg.Progress("profile", rep, n, profiler=p.name))
                 prefill_ns, steps = _measure_rep(backend, case, rng, info.n_vocab, [p], rep)
                 flush([Sample(rep, "prefill", "profiled_ns", prefill_ns, label=p.name),
                        Sample(rep, "decode", "profiled_ns", sum(steps), label=p.name)])
@@ -121,33 +127,63 @@ def run_case(case: Case, emit: Emit) -> None:
         notes = {p.name: {"warnings": p.warnings, "skipped": p.skipped} for p in profilers
                  if getattr(p, "warnings", None) or getattr(p, "skipped", None)}
         if notes:
-            emit({"t": "info", "info": {"profiler_notes": notes}})
+            emit(msg.Info({"profiler_notes": notes}))
     finally:
         for line in backend.log_lines():  # the runtime's log goes to the case's log file
             print(line, file=sys.stderr)
         backend.close()
 
 
+def build(case: Case, emit: Emit) -> Case:
+    """The case with its model path: a preset case's model is built (or found in the cache) and
+    its path reported to the runner. Blocks; a build error is raised with a one-line reason."""
+    if not case.preset or case.model:
+        return case
+    from edgebench.backends import backend_class
+
+    sig = os.environ.get(BUILD_SIGNAL_ENV)
+    if sig:  # test hook (module docstring)
+        os.kill(os.getpid(), signal.Signals[sig])
+    try:
+        path = backend_class(case.backend).build_synthetic(
+            case.preset, case.quant_request, progress=lambda done, total: emit(msg.Progress("build", done, total)))
+    except Exception as e:
+        raise BuildError(f"could not build {case.preset} {case.quant_request}: {type(e).__name__}: {e}".splitlines()[0]) from e
+    emit(msg.Built(str(path)))
+    return dataclasses.replace(case, model=str(path))
+
+
+class BuildError(RuntimeError):
+    """A preset's model could not be built; the message is the case's reason, as it is."""
+
+
 def main() -> int:
-    """Entry point: ``python -m edgebench.run.worker PROTOCOL_FD`` with the case as JSON on stdin."""
+    """Entry point: ``python -m edgebench.run.worker PROTOCOL_FD``; Start, then Go, on stdin."""
     proto = os.fdopen(int(sys.argv[1]), "w", buffering=1)
     # Anything the runtime prints on stdout would corrupt nothing (the protocol has its own fd),
     # but keep it out of the terminal: send it to the case log with stderr.
     os.dup2(2, 1)
 
-    def emit(msg: dict) -> None:
-        proto.write(json.dumps(msg) + "\n")
+    def emit(m: msg.Message) -> None:
+        proto.write(m.to_json() + "\n")
 
     try:
-        case = Case.from_dict(json.loads(sys.stdin.read()))
+        start = msg.from_json(sys.stdin.readline())
+        if not isinstance(start, msg.Start):
+            raise RuntimeError(f"expected a Start message first, got {start}")
+        case = build(start.case, emit)
+        line = sys.stdin.readline()
+        if not line or not isinstance(msg.from_json(line), msg.Go):
+            return 0  # the runner decided not to measure this case (it does not fit, ...)
         run_case(case, emit)
     except Exception as e:  # reported as the case's failure; the sweep goes on
         import traceback
 
         traceback.print_exc()  # full detail in the case log
-        emit({"t": "error", "error": f"{type(e).__name__}: {e}".splitlines()[0]})
+        reason = str(e) if isinstance(e, BuildError) else f"{type(e).__name__}: {e}".splitlines()[0]
+        emit(msg.Error(reason))
         return 1
-    emit({"t": "done"})
+    emit(msg.Done())
     return 0
 
 

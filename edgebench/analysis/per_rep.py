@@ -1,0 +1,122 @@
+"""The ONLY definitions of per-rep metric values, and of the one per-case value made from them.
+
+``rep_values`` turns one case's raw samples into per-rep values of every metric (units of
+records.FIELDS: tok/s, ms, bytes, J/token); ``center`` makes the per-case value with the metric's
+FIELDS center rule. The summary (show, report, summary.csv) and compare (its baseline / candidate
+columns, ratio and bootstrap interval) both take their numbers from here, so the same run prints
+the same number everywhere.
+
+Definitions (DESIGN.md, measurement method), per rep (rep >= 0: the plain timing reps; the worker's
+load samples have rep -1):
+  prefill_tok_s = n_prompt / the rep's prefill time; ttft_ms = that time
+  decode_tok_s = n_gen / the sum of the rep's step times (never total minus prefill)
+  tpot_ms_pXX = the XXth percentile (linear interpolation) of the rep's step times
+  load_ms = each load (one per case)
+  weights / kv / compute_bytes = once per case: the sum over buffer types of each type's largest value
+  kv_used_bytes = the largest cache fill seen in the rep's decode phase
+  rss_peak_bytes, gpu_peak_bytes = the rep's peak, or the load peak where that is higher (the
+      process holds what loading made it hold); GPU from the NVML timeline where no peak was reported
+  j_per_token_<phase> = the rep's whole-device energy over the phase window / that phase's tokens
+
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgebench.records import ENERGY_TOTAL, FIELDS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TPOT_PERCENTILES = (50, 90, 99)
+_CENTERS = {"mean": np.mean, "median": np.median, "max": np.max}
+PER_REP_METRICS: tuple[str, ...] = tuple(f.name for f in FIELDS.values() if f.center)
+
+
+def center(name: str, values: np.ndarray, axis: int | None = None):
+    """The per-case value of metric ``name`` from its per-rep ``values`` (FIELDS[name].center);
+    with ``axis``, the center along it (bootstrap resamples)."""
+    return _CENTERS[FIELDS[name].center](values, axis=axis)
+
+
+def case_value(name: str, values: dict[str, np.ndarray]) -> float | None:
+    """center() of ``values[name]``, None where the metric was not measured."""
+    v = values.get(name)
+    return float(center(name, v)) if v is not None and v.size else None
+
+
+def spread(name: str, values: dict[str, np.ndarray]) -> float | None:
+    """Standard deviation over reps (ddof 1; 0 for one rep), None where not measured."""
+    v = values.get(name)
+    if v is None or not v.size:
+        return None
+    return float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def phase_energy(s: pd.DataFrame, phase: str) -> pd.Series:
+    """Whole-device energy (J) of each plain rep's ``phase`` window, indexed by rep."""
+    e = s[(s["metric"] == "energy_j") & (s["phase"] == phase) & (s["label"] == ENERGY_TOTAL) & (s["rep"] >= 0)]
+    return e.groupby("rep")["value"].sum()
+
+
+def _per_case_bytes(s: pd.DataFrame, metric: str) -> np.ndarray | None:
+    v = s[(s["metric"] == metric) & (s["phase"] == "load")]
+    if not len(v):
+        return None
+    return np.array([float(v.groupby("label")["value"].max().sum())])
+
+
+def _peak(s: pd.DataFrame, metric: str) -> np.ndarray | None:
+    v = s[s["metric"] == metric]
+    if not len(v):
+        return None
+    before = v[v["rep"] < 0]["value"]
+    load_peak = float(before.max()) if len(before) else 0.0
+    per_rep = v[v["rep"] >= 0].groupby("rep")["value"].max().to_numpy(dtype=float)
+    return np.maximum(per_rep, load_peak) if per_rep.size else np.array([load_peak])
+
+
+def rep_values(s: pd.DataFrame | None, n_prompt: int, n_gen: int) -> dict[str, np.ndarray]:
+    """Per-rep values of every metric of one case (a DataFrame of its Sample rows: rep, phase,
+    metric, value, label); a metric without samples is absent. Units as records.FIELDS."""
+    if s is None or not len(s):
+        return {}
+    n_prompt, n_gen = int(n_prompt or 0), int(n_gen or 0)
+    out: dict[str, np.ndarray] = {}
+    plain = s[s["rep"] >= 0]
+    load = s[s["metric"] == "load_ns"]["value"].to_numpy(dtype=float)
+    if load.size:
+        out["load_ms"] = load / 1e6
+    pre = plain[plain["metric"] == "prefill_ns"].groupby("rep")["value"].sum().to_numpy(dtype=float)
+    if pre.size:
+        out["ttft_ms"] = pre / 1e6
+        if n_prompt:
+            out["prefill_tok_s"] = n_prompt / (pre / 1e9)
+    steps = plain[plain["metric"] == "decode_step_ns"].groupby("rep")["value"]
+    if steps.ngroups:
+        if n_gen:
+            out["decode_tok_s"] = n_gen / (steps.sum().to_numpy(dtype=float) / 1e9)
+        for q in TPOT_PERCENTILES:
+            out[f"tpot_ms_p{q}"] = steps.quantile(q / 100).to_numpy(dtype=float) / 1e6
+    for m in ("weights_bytes", "kv_bytes", "compute_bytes"):
+        v = _per_case_bytes(s, m)
+        if v is not None:
+            out[m] = v
+    used = plain[(plain["metric"] == "kv_used_bytes") & (plain["phase"] == "decode")]
+    if len(used):
+        out["kv_used_bytes"] = used.groupby("rep")["value"].max().to_numpy(dtype=float)
+    for m in ("rss_peak_bytes", "gpu_peak_bytes"):
+        v = _peak(s, m)
+        if m == "gpu_peak_bytes" and (v is None or not v.max()):
+            v = _peak(s, "gpu_mem_bytes")  # NVML's timeline (telemetry) where no profiler reported a peak
+        if v is not None:
+            out[m] = v
+    for phase, tokens in (("prefill", n_prompt), ("decode", n_gen)):
+        e = phase_energy(plain, phase)
+        if len(e) and tokens > 0:
+            out[f"j_per_token_{phase}"] = e.to_numpy(dtype=float) / tokens
+    return out
