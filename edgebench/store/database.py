@@ -6,6 +6,7 @@ Writes are committed case by case, so a crash loses at most the case in flight.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterable
@@ -32,11 +33,11 @@ runs = sa.Table(
     sa.Column("env_json", sa.Text, nullable=False),
 )
 
+_CASE_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Case))
 _CASE_TYPES = {int: sa.Integer, float: sa.Float, bool: sa.Boolean, str: sa.String(1024)}
 
 
 def _case_columns() -> list[sa.Column]:
-    import dataclasses
     import typing
 
     hints = typing.get_type_hints(Case)
@@ -119,9 +120,31 @@ class Store:
         except sa.exc.OperationalError as e:
             raise InputError(f"cannot open the results store {url}: {e.orig}") from None
         missing = sorted({c.name for c in cases.columns} - have)
-        if missing:  # written by an older edgebench; no migrations yet (SCHEMA_VERSION history)
+        if missing and set(missing) <= _CASE_FIELD_NAMES:
+            self._add_case_columns(missing)  # a Case field added since: its default fills old rows
+        elif missing:  # not a store this code can upgrade
             raise InputError(f"the results store {url} was written by an older edgebench (no column "
                              f"{', '.join(missing)}): use another --out, or `edgebench ingest` its run folders")
+
+    def _add_case_columns(self, names: list[str]) -> None:
+        """ALTER TABLE cases ADD COLUMN for Case fields newer than the store, each with its default,
+        so old rows read as cases measured with the default (which they were)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(Case)}
+        dialect = self.engine.dialect
+        for name in names:
+            col = cases.c[name]
+            default = defaults[name]
+            literal = ("''" if isinstance(default, tuple) else
+                       sa.literal(default).compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+            ddl = f"ALTER TABLE cases ADD COLUMN {dialect.identifier_preparer.quote(name)} " \
+                  f"{col.type.compile(dialect=dialect)} DEFAULT {literal}"
+            try:
+                with self.engine.begin() as c:
+                    c.execute(sa.text(ddl))
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+                # another process added it first; anything else shows up in the check below
+                if name not in {c["name"] for c in sa.inspect(self.engine).get_columns("cases")}:
+                    raise
 
     # -- writing -----------------------------------------------------------------------------
     def create_run(self, run_id: str, device: str, spec: dict, env: dict) -> None:
