@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from edgebench.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_REGRESSION, InputError
+from edgebench.run.spec import QUALITY_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Benchmark small language models on edge devices: prefill, decode, memory, ops.")
@@ -24,6 +25,11 @@ DEFAULT_OUT = Path("reports")
 
 def _err(msg: str) -> None:
     typer.echo(f"edgebench: error: {msg}", err=True)
+
+
+# Quality options, shared by `run --quality` and `quality` (a fresh OptionInfo for each command).
+def _q(flag: str):
+    return typer.Option(None, flag, help=QUALITY_HELP[flag])
 
 
 @app.command()
@@ -57,6 +63,14 @@ def run(
     store: Optional[str] = typer.Option(None, "--store", help="Results database URL (default: OUT/edgebench.db), e.g. postgresql://host/db for a fleet."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Finish a partial run (RUN_ID)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML/Markdown report."),
+    quality: bool = typer.Option(False, "--quality", help="Also score each level's output against the reference level (KLD, same top, PPL)."),
+    quality_ctx: Optional[int] = _q("--quality-ctx"),
+    quality_chunks: Optional[int] = _q("--quality-chunks"),
+    text: Optional[str] = _q("--text"),
+    quality_ref: Optional[str] = _q("--quality-ref"),
+    quality_seed: Optional[int] = _q("--quality-seed"),
+    quality_top_k: Optional[int] = _q("--quality-top-k"),
+    max_kld: Optional[float] = _q("--max-kld"),
 ) -> None:
     """Measure models and store every raw sample. With no options: the smollm-135m preset over the
     default quant ladder at a quick size."""
@@ -71,8 +85,44 @@ def run(
         cache_type_v=cache_type_v, ep=ep, graph_opt=graph_opt, profile=profile, device=device, timeout=timeout,
         cooldown=cooldown, cooldown_temp=cooldown_temp,
         verify=False if no_verify else None, warmup=False if no_warmup else None,
+        quality=quality or None, quality_ctx=quality_ctx, quality_chunks=quality_chunks, quality_text=text,
+        quality_ref=quality_ref, quality_seed=quality_seed, quality_top_k=quality_top_k, max_kld=max_kld,
     )
     raise typer.Exit(_present_run(session.start(options, config, out, store_target=store), report=not no_report))
+
+
+@app.command("quality")
+def quality_cmd(
+    model: list[str] = typer.Argument(..., help="GGUF/ONNX files, folders or presets (comma lists work)."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Levels of a preset or of a GGUF file (requantized)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp, onnxruntime (comma list)."),
+    threads: Optional[str] = typer.Option(None, "-t", "--threads", help="Threads (default: physical cores)."),
+    n_gpu_layers: Optional[str] = typer.Option(None, "-ngl", "--n-gpu-layers", help="Layers on the GPU (default 99)."),
+    cache_type_k: Optional[str] = typer.Option(None, "-ctk", "--cache-type-k", help="f16|q8_0|q4_0 ..."),
+    cache_type_v: Optional[str] = typer.Option(None, "-ctv", "--cache-type-v", help="f16|q8_0|q4_0 ..."),
+    quality_ctx: Optional[int] = _q("--quality-ctx"),
+    quality_chunks: Optional[int] = _q("--quality-chunks"),
+    text: Optional[str] = _q("--text"),
+    quality_ref: Optional[str] = _q("--quality-ref"),
+    quality_seed: Optional[int] = _q("--quality-seed"),
+    quality_top_k: Optional[int] = _q("--quality-top-k"),
+    max_kld: Optional[float] = _q("--max-kld"),
+    device: Optional[str] = typer.Option(None, "--device", help="Device profile name or 'auto'."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Run even if this machine is not --device."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-case timeout in seconds (default 900)."),
+    out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Output folder (store + run folders)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Results database URL (default: OUT/edgebench.db)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML/Markdown report."),
+) -> None:
+    """Score each level against the reference level (KLD, same top, PPL) without the speed reps."""
+    from edgebench.run import session
+
+    options = dict(models=[m for arg in model for m in arg.split(",")], quants=quant, backends=backend, threads=threads,
+                   n_gpu_layers=n_gpu_layers, cache_type_k=cache_type_k, cache_type_v=cache_type_v, device=device,
+                   timeout=timeout, verify=False if no_verify else None, speed=False, quality=True, quality_ctx=quality_ctx,
+                   quality_chunks=quality_chunks, quality_text=text, quality_ref=quality_ref, quality_seed=quality_seed, quality_top_k=quality_top_k,
+                   max_kld=max_kld)
+    raise typer.Exit(_present_run(session.start(options, None, out, store_target=store), report=not no_report))
 
 
 def _present_run(outcome, report: bool) -> int:
@@ -174,15 +224,23 @@ def models_list() -> None:
 
 @models_app.command("make")
 def models_make(
-    preset: str = typer.Argument(..., help="Preset name (see `edgebench models list`)."),
+    preset: Optional[str] = typer.Argument(None, help="Preset name (see `edgebench models list`)."),
     quant: str = typer.Option("F16", "--quant", "-q", help="Comma list of quant levels."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder (default: the cache, $EDGEBENCH_HOME)."),
     backend: str = typer.Option("llama-cpp", "--backend", help="llama-cpp (GGUF), onnxruntime (ONNX) or onnxruntime-genai (genai folder)."),
+    source: Optional[Path] = typer.Option(None, "--from", help="Requantize this GGUF file (real weights) instead of building a preset."),
 ) -> None:
-    """Write a synthetic model at one or more quant levels."""
-    from edgebench.run.make import make_models
+    """Write a synthetic model, or a GGUF of your own requantized (--from), at one or more quant levels."""
+    from edgebench.run.make import make_models, make_requantized
 
-    make_models(preset, quant, out, backend)
+    if source is not None:
+        if preset is not None:
+            raise InputError(f"give a preset or --from FILE, not both (got {preset!r} and {source})")
+        make_requantized(source, quant, out, backend)
+    elif preset is None:
+        raise InputError("name a preset (see `edgebench models list`) or give --from FILE.gguf")
+    else:
+        make_models(preset, quant, out, backend)
 
 
 @models_app.command("inspect")
@@ -198,6 +256,7 @@ def report(
     run_ids: Optional[list[str]] = typer.Argument(None, help="Run ids (or unique prefixes); default: the latest run."),
     store: str = typer.Option(str(DEFAULT_OUT), "--store", "-s", help="Folder holding edgebench.db, or a database URL."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: the run's folder next to the store, or report-<time> there for several runs)."),
+    max_kld: Optional[float] = typer.Option(None, "--max-kld", help="Name the fastest level whose mean KLD is at most this (default: the run's --max-kld)."),
 ) -> None:
     """Write summary.csv, PNG figures, a self-contained index.html and report.md for one or more runs."""
     import time
@@ -210,7 +269,7 @@ def report(
     if out is None:
         base = DEFAULT_OUT if "://" in store else Path(store)
         out = base / (runs_[0].run_id if len(runs_) == 1 else time.strftime("report-%Y%m%d-%H%M%S"))
-    typer.echo(str(report_mod.write_report(st, [r.run_id for r in runs_], out)))
+    typer.echo(str(report_mod.write_report(st, [r.run_id for r in runs_], out, max_kld=max_kld)))
 
 
 @app.command()

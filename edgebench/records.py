@@ -65,7 +65,17 @@ class Case:
     warmup: bool = True
     profile: tuple[str, ...] = ()  # intrusive/extra profilers: "ops", "telemetry", ...
     preset: str = ""  # synthetic preset the model was built from ("" for a real model)
-    quant_request: str = ""  # quant level asked for (presets); the stored quant is read from the file
+    quant_request: str = ""  # quant level asked for (presets, sources); the stored quant is read from the file
+    source: str = ""  # a user's GGUF this case's model is requantized from at quant_request ("" otherwise)
+    # Quality (run/quality.py): next-token distributions against a reference on the same tokens.
+    speed: bool = True  # False: the quality pass only (`edgebench quality`, an added reference case)
+    quality: bool = False
+    quality_ctx: int = 512  # tokens per chunk (llama-perplexity's n_ctx); the second half is scored
+    quality_chunks: int = 0  # 0: as many as the text gives (a generated stream: QUALITY_STREAM_CHUNKS)
+    quality_text: str = ""  # path of the text; "" = a stream the reference generates from quality_seed
+    quality_ref: str = ""  # reference model path, "quant:LEVEL" (this model built at LEVEL), "" = this case
+    quality_seed: int = 0
+    quality_top_k: int = 0  # reference log-probs kept per token; 0 = analysis.quality.DEFAULT_TOP_K
     timeout_s: float = 900.0
 
     def __post_init__(self) -> None:
@@ -86,8 +96,15 @@ class Case:
                 raise ValueError(f"{name} must be one of {', '.join(CACHE_TYPES)}, got {getattr(self, name)!r}")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if not (self.speed or self.quality):
+            raise ValueError("a case measures speed, quality or both")
+        if self.quality_ctx < 8 or self.quality_ctx % 2:
+            raise ValueError(f"quality_ctx must be an even number >= 8, got {self.quality_ctx}")
+        for name in ("quality_chunks", "quality_seed", "quality_top_k"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         needed = self.tokens_needed
-        if self.n_ctx and self.n_ctx < needed:
+        if self.speed and self.n_ctx and self.n_ctx < needed:
             raise ValueError(
                 f"context {self.n_ctx} is too small for depth + n_prompt + n_gen = {needed}"
             )
@@ -98,8 +115,15 @@ class Case:
 
     @property
     def ctx_effective(self) -> int:
-        """The context the runtime is asked for (llama.cpp pads it further to 256)."""
-        return self.n_ctx or pad_ctx(self.tokens_needed)
+        """The context the runtime is asked for (llama.cpp pads it further to 256). A quality-only
+        case needs one chunk; a speed case keeps its own (the quality pass grows it after the reps)."""
+        return self.n_ctx or pad_ctx(self.tokens_needed if self.speed else self.quality_ctx)
+
+    @property
+    def build_label(self) -> str:
+        """What a preset or requantized case's model is built from, for messages: "tiny Q8_0",
+        "model.Q4_1.gguf Q8_0"."""
+        return f"{self.preset or self.source.rsplit('/', 1)[-1]} {self.quant_request}"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -116,10 +140,11 @@ class Case:
 
     def key(self) -> str:
         """Stable identity of the case within a run (used by --resume). A preset case is known by
-        preset + quant_request, not by the file it is built into: it has its key before the build."""
+        preset + quant_request, a requantized one by source + quant_request, not by the file it is
+        built into: it has its key before the build."""
         d = self.to_dict()
         d.pop("timeout_s")
-        if self.preset:
+        if self.preset or self.source:
             d.pop("model")
         return json.dumps(d, sort_keys=True)
 
@@ -190,6 +215,12 @@ METRICS: dict[str, Metric] = {
         Metric("energy_window_ns", "ns", "length of the phase window energy_j covers (telemetry)"),
         Metric("emc_util_pct", "%", "memory controller (EMC) load timeline (tegrastats)"),
         Metric("emc_freq_mhz", "MHz", "memory controller (EMC) clock timeline (tegrastats)"),
+        # Quality pass (phase "quality", rep 0, idx = scored token index; edgebench.analysis.quality)
+        Metric("kld", "nats", "KL(reference || level) of one scored token's next-token distribution"),
+        Metric("delta_p", "1", "p_level(actual next token) - p_reference(actual next token)"),
+        Metric("same_top", "1", "1 when the level's most likely next token is the reference's, else 0"),
+        Metric("nll", "nats", "-log p_level(actual next token)"),
+        Metric("nll_ref", "nats", "-log p_reference(actual next token)"),
     )
 }
 
@@ -209,6 +240,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99", "prefill_cv", "decode_cv",
     "weights_bytes", "kv_bytes", "kv_used_bytes", "compute_bytes", "rss_peak_bytes", "gpu_peak_bytes",
     "kv_share", "embed_share",
+    "kld_mean", "kld_p99", "kld_max", "same_top_p", "delta_p_rms", "ppl", "ppl_ref", "ppl_ratio",
     "status", "error",
 )
 
@@ -220,7 +252,7 @@ class Field:
     ``unit`` is the unit of the value as summaries and compare hold it (tok/s, ms, bytes, J/token,
     1 for fractions); ``fmt`` how it is displayed (edgebench.present.format): "" text or key value,
     "num" a number with three significant digits, "mib" bytes in MiB, "mj" joules in mJ, "pct" /
-    "pct0" a fraction as a percentage, or a str.format spec. ``short`` is the prefix of the field in
+    "pct0" / "pct2" a fraction as a percentage, or a str.format spec. ``short`` is the prefix of the field in
     a case label ("t" -> "t=4"). ``center`` is the rule that makes one per-case value of a per-rep
     metric (edgebench.analysis.per_rep): "mean" for throughputs and energy (a total over reps divided
     by their count), "median" for latencies (one stalled rep must not move them), "max" for sizes and
@@ -286,6 +318,25 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
     _metric("mem_bandwidth_gbs", "GB/s", "bandwidth GB/s", "{:g}"),
     _metric("bound_tok_s", "tok/s", "bound tok/s", "num", "higher"),
     _metric("roof_pct", "1", "% of BW bound", "pct0", "higher"),
+    # Quality against the reference level (edgebench.analysis.quality): exact, the same tokens give
+    # the same numbers; one value per case (per_rep returns it as a one-element array).
+    _metric("kld_mean", "nats", "KLD", "num", "lower", "mean", exact=True, compared=True),
+    _metric("kld_mean_err", "nats", "±", "num"),
+    _metric("kld_median", "nats", "KLD median", "num", "lower"),
+    _metric("kld_p90", "nats", "KLD p90", "num", "lower"),
+    _metric("kld_p99", "nats", "KLD p99", "num", "lower"),
+    _metric("kld_max", "nats", "KLD max", "num", "lower"),
+    _metric("delta_p_mean", "1", "mean Δp", "pct2"),
+    _metric("delta_p_rms", "1", "RMS Δp", "pct2", "lower"),
+    _metric("same_top_p", "1", "same top", "pct2", "higher", "mean", exact=True, compared=True),
+    _metric("same_top_p_err", "1", "±", "pct2"),
+    _metric("ppl", "", "PPL", "{:.3f}", "lower"),
+    _metric("ppl_err", "", "±", "{:.3f}"),
+    _metric("ppl_ref", "", "PPL ref", "{:.3f}"),
+    _metric("ppl_ratio", "", "PPL ratio", "{:.4f}", "lower", "mean", exact=True, compared=True),
+    _metric("ppl_ratio_err", "", "±", "{:.4f}"),
+    _metric("quality_tokens", "tokens", "scored tokens", "{:,.0f}"),
+    _key("quality_note", "quality"),
 )}
 
 # The order in which fields name a case: "smollm-135m Q4_K_M t=4 p=512" (case_label).

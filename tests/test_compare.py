@@ -180,3 +180,72 @@ def test_parsing_and_statistics_helpers():
         cmp.check_match("device")
     assert cmp.min_mannwhitney_p(3, 3) == pytest.approx(0.1)
     assert cmp.min_mannwhitney_p(5, 5) == pytest.approx(2 / 252)
+
+
+# -- quality gates ------------------------------------------------------------------------------
+def _quality_samples(kld_scale: float, seed: int) -> list:
+    """Per-token quality samples (phase "quality") from random logits scored with the real math;
+    ``kld_scale`` widens the candidate's noise (more damage: higher KLD, lower same-top p)."""
+    import numpy as np
+
+    from edgebench.analysis import quality as q
+    from edgebench.records import Sample
+
+    rng = np.random.default_rng(seed)
+    ref = rng.normal(0, 3, (300, 64))
+    targets = rng.integers(0, 64, 300)
+    cand = ref + np.random.default_rng(99).normal(0, 0.4 * kld_scale, ref.shape)
+    s = q.score(q.compress(ref, targets, 64), cand, targets)
+    return [Sample(0, "quality", m, float(v), idx=i) for m in q.TOKEN_METRICS for i, v in enumerate(getattr(s, m))]
+
+
+def _quality_run(store, tmp_path: Path, name: str, damage: float) -> Path:
+    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
+    mg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mg)
+    import numpy as np
+
+    from edgebench.analysis.summary import export_run
+    from edgebench.records import Case
+
+    rng = np.random.default_rng(1)
+    run_id = f"q-{name}"
+    store.create_run(run_id, "ci-box", {}, {})
+    for cid, (quant, (bpw, dec, pre)) in enumerate(mg.QUANTS.items()):
+        weights = int(mg.N_PARAMS * bpw / 8)
+        case = Case(backend="llama-cpp", model=f"/models/m-{quant}.gguf", n_prompt=mg.N_PROMPT, n_gen=mg.N_GEN,
+                    reps=mg.REPS, n_threads=2)
+        ss = mg.case_samples(rng, dec, pre, weights, 1.0) + _quality_samples(damage if quant == "Q4_K_M" else 1.0, cid)
+        info = {"model": {"model_name": "m", "quant": quant, "bpw": bpw, "n_params": mg.N_PARAMS}}
+        store.save_case(run_id, cid, case, "ok", "", info, ss, 0.0, 1.0)
+    store.finish_run(run_id, "complete")
+    export_run(store, run_id, tmp_path / run_id)
+    return tmp_path / run_id
+
+
+def test_a_candidate_whose_kld_regressed_fails_the_gate(tmp_path, capsys):
+    from edgebench.store.database import Store
+
+    store = Store(tmp_path / "store")
+    base = _quality_run(store, tmp_path, "base", 1.0)
+    same = _quality_run(store, tmp_path, "same", 1.0)
+    worse = _quality_run(store, tmp_path, "worse", 1.3)
+    header = (base / "summary.csv").read_text().splitlines()[0].split(",")
+    assert {"kld_mean", "kld_p99", "kld_max", "same_top_p", "delta_p_rms", "ppl", "ppl_ref", "ppl_ratio"} <= set(header)
+    assert header.index("ppl_ratio") < header.index("status")
+    code, _, err = run_cli(capsys, "compare", base, same, "--fail-on", "kld_mean:20%")
+    assert code == 0, err
+    res = cmp.compare(str(base), str(worse), opts=cmp.Options(fail_on={"kld_mean": 0.20}))
+    kld = {r.label: r for r in res.rows if r.metric == "kld_mean"}
+    assert {r.test for r in kld.values()} == {"exact"}
+    bad = [r for r in kld.values() if "Q4_K_M" in r.label][0]
+    assert bad.verdict == "regression" and bad.ratio > 1.2
+    assert [r.verdict for r in kld.values() if "Q8_0" in r.label] == ["ok"]
+    assert {r.metric for r in res.rows} >= {"kld_mean", "same_top_p", "ppl_ratio"}  # in the defaults
+    code, out, err = run_cli(capsys, "compare", base, worse, "--fail-on", "kld_mean:20%")
+    assert code == 3, err
+    assert "kld_mean" in out
+    # the store's run ids work the same way (samples, not the CSV)
+    code, _, err = run_cli(capsys, "compare", "q-base", "q-worse", "--store", tmp_path / "store", "--fail-on",
+                           "kld_mean:20%")
+    assert code == 3, err

@@ -50,6 +50,26 @@ def with_energy(tmp_path: Path) -> Path:
     return out
 
 
+def with_quality(tmp_path: Path) -> Path:
+    """golden base plus per-token quality samples (phase "quality") scored with the real math on
+    random logits, a different damage per case."""
+    from edgebench.analysis import quality as q
+
+    out = tmp_path / "quality"
+    out.mkdir()
+    shutil.copy(GOLDEN / "base" / "run.json", out / "run.json")
+    s = pd.read_csv(GOLDEN / "base" / "samples.csv")
+    rng = np.random.default_rng(3)
+    extra = []
+    for k, ((rid, cid), _) in enumerate(s.groupby(["run_id", "case_id"])):
+        ref, t = rng.normal(0, 3, (120, 40)), rng.integers(0, 40, 120)
+        sc = q.score(q.compress(ref, t, 40), ref + rng.normal(0, 0.3 * (k + 1), ref.shape), t)
+        extra += [dict(run_id=rid, case_id=cid, rep=0, phase="quality", metric=m, idx=i, label="", value=float(v),
+                       t_ns=None) for m in q.TOKEN_METRICS for i, v in enumerate(getattr(sc, m))]
+    pd.concat([s, pd.DataFrame(extra)]).to_csv(out / "samples.csv", index=False)
+    return out
+
+
 def md_table(text: str, first_header: str) -> list[dict[str, str]]:
     """The rows of the Markdown table whose header starts with ``first_header``."""
     lines = text.splitlines()
@@ -63,9 +83,10 @@ def md_table(text: str, first_header: str) -> list[dict[str, str]]:
     return rows
 
 
-@pytest.mark.parametrize("which", ["base", "energy"])
+@pytest.mark.parametrize("which", ["base", "energy", "quality"])
 def test_show_report_and_compare_print_the_same_numbers(which, tmp_path, capsys):
-    folder = GOLDEN / "base" if which == "base" else with_energy(tmp_path)
+    folder = {"base": lambda: GOLDEN / "base", "energy": lambda: with_energy(tmp_path),
+              "quality": lambda: with_quality(tmp_path)}[which]()
     store = tmp_path / "store"
     run_id, _ = ingest_bundle(Store(store), folder)
     shown = json.loads(run_cli(capsys, "show", run_id, "--format", "json", "-o", store))
@@ -96,6 +117,8 @@ def test_show_report_and_compare_print_the_same_numbers(which, tmp_path, capsys)
                 assert cell.startswith(rows[0][head] + " ") or cell == rows[0][head], (metric, table)
                 checked.add(metric)
     assert {"ttft_ms", "tpot_ms_p50", "rss_peak_bytes", "prefill_tok_s", "decode_tok_s"} <= checked
+    if which == "quality":
+        assert {"kld_mean", "same_top_p", "ppl_ratio"} <= checked
     if which == "energy":
         assert "j_per_token_decode" in checked
         # the peak over reps, load included: the per-rep RSS peaks above the load peak count

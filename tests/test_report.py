@@ -192,3 +192,77 @@ def test_html_renders_in_a_headless_browser(full_report, tmp_path):
     assert non_white > 0.01, f"screenshot is blank ({non_white:.2%} non-white pixels)"
     # the figures drew: some rows far below the header hold dark plot pixels
     assert (img[600:2000] < 100).mean() > 0.002
+
+
+# -- quality ------------------------------------------------------------------------------------
+LADDER = (("F16", 16.0, 0.0), ("Q8_0", 8.5, 0.05), ("Q4_K_M", 4.85, 0.3), ("Q3_K_M", 3.9, 0.6), ("Q2_K", 3.0, 1.2))
+
+
+def make_quality_run(store, run_id, spec=None, preset=""):
+    """One case per level: speed (faster with fewer bits) and per-token quality samples scored with
+    the real math on random logits (more noise for fewer bits)."""
+    from edgebench.analysis import quality as q
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 3, (200, 48))
+    targets = rng.integers(0, 48, 200)
+    store.create_run(run_id, "jetson-orin-nx-16gb", spec or {}, {})
+    for cid, (quant, bpw, noise) in enumerate(LADDER):
+        case = Case(backend="llama-cpp", model=f"/m/smol-{quant}.gguf", n_prompt=32, n_gen=4, reps=2, preset=preset)
+        weights = int(1.35e8 * bpw / 8)
+        ss = [Sample(-1, "load", "weights_bytes", weights, label="CPU"), Sample(-1, "load", "kv_bytes", 5e6, label="CPU"),
+              Sample(-1, "load", "compute_bytes", 9e6, label="CPU")]
+        for rep in range(2):
+            ss.append(Sample(rep, "prefill", "prefill_ns", 32 * 1e5))
+            ss += [Sample(rep, "decode", "decode_step_ns", weights / 40, idx=i) for i in range(4)]
+        s = q.score(q.compress(ref, targets, 48), ref + rng.normal(0, noise, ref.shape), targets)
+        ss += [Sample(0, "quality", m, float(v), idx=i) for m in q.TOKEN_METRICS for i, v in enumerate(getattr(s, m))]
+        info = {"model": {"model_name": "smol", "quant": quant, "bpw": bpw, "n_params": 135_000_000}}
+        store.save_case(run_id, cid, case, "ok", "", info, ss, 0.0, 1.0)
+    store.finish_run(run_id, "complete")
+
+
+def test_quality_gets_pareto_figures_columns_and_the_max_kld_verdict(tmp_path, capsys):
+    store = Store(tmp_path / "store")
+    make_quality_run(store, "qrun", spec={"max_kld": 0.1})
+    out = report.write_report(store, ["qrun"], tmp_path / "r")
+    figs = {p.stem for p in (out.parent / "figures").glob("*.png")}
+    assert {"pareto_speed", "pareto_memory"} <= figs
+    html, md = out.read_text(), (out.parent / "report.md").read_text()
+    for text in (html, md):
+        assert "Output quality" in text and "Speed vs quality" in text and "Memory vs quality" in text
+        assert "fastest level under KLD 0.1 on jetson-orin-nx-16gb" in text
+        assert "random weights" not in text
+    rows = report.collect(store, ["qrun"])[1]
+    ok = rows[rows["kld_mean"] <= 0.1]
+    best = ok.loc[ok["decode_tok_s"].idxmax(), "quant"]
+    assert f"on jetson-orin-nx-16gb (smol, llama-cpp): {best} at" in md
+    assert rows.set_index("quant")["kld_mean"]["F16"] == 0 and rows["kld_mean"].is_monotonic_increasing
+    header = (out.parent / "summary.csv").read_text().splitlines()[0].split(",")
+    for col in ("kld_mean", "kld_p99", "kld_max", "same_top_p", "delta_p_rms", "ppl", "ppl_ref", "ppl_ratio"):
+        assert col in header
+    assert "<th class=\"\">KLD</th>" in html and "PPL ratio" in html
+    # --max-kld on the command line overrides the spec
+    code = main(["report", "qrun", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "r2"), "--max-kld", "0"])
+    assert code == 0, capsys.readouterr().err
+    assert "fastest level under KLD 0 on jetson-orin-nx-16gb (smol, llama-cpp): F16 at" in (tmp_path / "r2" / "report.md").read_text()
+
+
+def test_random_weights_are_labelled(tmp_path):
+    store = Store(tmp_path / "store")
+    make_quality_run(store, "synth", preset="smollm-135m")
+    out = report.write_report(store, ["synth"], tmp_path / "r")
+    assert "random weights: quality not meaningful" in out.read_text()
+    assert "random weights: quality not meaningful" in (out.parent / "report.md").read_text()
+
+
+def test_pareto_front_and_knee():
+    from edgebench.present import pareto
+
+    x = [0.001, 0.01, 0.1, 1.0, 0.5]  # mean KLD
+    y = [10, 40, 48, 50, 30]  # tok/s; the 0.5 point is beaten by 0.1 (faster and better)
+    front = pareto.pareto_front(x, y, maximize_y=True)
+    assert front == [0, 1, 2, 3]
+    assert pareto.knee(x, y, front) == 1  # the big jump in speed for little KLD
+    assert pareto.pareto_front([1, 2, 3], [5, 4, 6], maximize_y=False) == [0, 1]
+    assert pareto.knee([1, 2], [1, 2], [0, 1]) is None

@@ -46,7 +46,8 @@ METRIC_SPECS: dict[str, MetricSpec] = {
 }
 # Checked unless --metrics says otherwise; each only where both sides have it.
 DEFAULT_METRICS = ("prefill_tok_s", "decode_tok_s", "tpot_ms_p50", "weights_bytes", "kv_bytes",
-                   "compute_bytes", "rss_peak_bytes", "j_per_token_prefill", "j_per_token_decode")
+                   "compute_bytes", "rss_peak_bytes", "j_per_token_prefill", "j_per_token_decode",
+                   "kld_mean", "same_top_p", "ppl_ratio")
 
 
 @dataclass

@@ -17,6 +17,8 @@ load samples have rep -1):
   rss_peak_bytes, gpu_peak_bytes = the rep's peak, or the load peak where that is higher (the
       process holds what loading made it hold); GPU from the NVML timeline where no peak was reported
   j_per_token_<phase> = the rep's whole-device energy over the phase window / that phase's tokens
+  kld_mean, same_top_p, ppl_ratio = once per case (a one-element array): the quality pass's
+      statistics over its scored tokens (edgebench.analysis.quality.summarize_samples)
 
 Pure functions, no I/O.
 """
@@ -119,4 +121,18 @@ def rep_values(s: pd.DataFrame | None, n_prompt: int, n_gen: int) -> dict[str, n
         e = phase_energy(plain, phase)
         if len(e) and tokens > 0:
             out[f"j_per_token_{phase}"] = e.to_numpy(dtype=float) / tokens
+    if (s["metric"] == "kld").any():
+        out.update(quality_values(s))
     return out
+
+
+QUALITY_PER_CASE = ("kld_mean", "same_top_p", "ppl_ratio")
+
+
+def quality_values(s: pd.DataFrame, stats: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """The compared quality metrics of one case as one-element arrays (from ``stats``, the case's
+    quality.summarize_samples(), when the caller has it)."""
+    from edgebench.analysis.quality import summarize_samples
+
+    stats = summarize_samples(s) if stats is None else stats
+    return {m: np.array([stats[m]]) for m in QUALITY_PER_CASE if m in stats}

@@ -77,6 +77,8 @@ def summarize_case(run_id: str, device: str, case: dict[str, Any], s) -> dict[st
         from edgebench.analysis.ops import ops_summary
 
         row.update(ops_summary(s))
+    if (s["metric"] == "kld").any():  # the quality pass ran
+        row.update(quality_summary(s, bool(case.get("preset"))))
     if s["metric"].isin(("energy_j", "power_w", "temp_c")).any():  # telemetry ran
         from edgebench.analysis.energy import summarize_energy
 
@@ -84,6 +86,17 @@ def summarize_case(run_id: str, device: str, case: dict[str, Any], s) -> dict[st
     ordered = {k: row.get(k) for k in SUMMARY_COLUMNS}
     ordered.update({k: v for k, v in row.items() if k not in ordered})
     return ordered
+
+
+def quality_summary(s, synthetic: bool) -> dict[str, Any]:
+    """The quality statistics of one case (edgebench.analysis.quality.SUMMARY_KEYS), labelled
+    when the model has random weights."""
+    from edgebench.analysis.quality import SYNTHETIC_NOTE, summarize_samples
+
+    out: dict[str, Any] = dict(summarize_samples(s))
+    if out and synthetic:
+        out["quality_note"] = SYNTHETIC_NOTE
+    return out
 
 
 def summarize_run(store, run_id: str) -> list[dict[str, Any]]:

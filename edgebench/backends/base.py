@@ -10,11 +10,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgebench.models.quant_levels import QuantLevels
 from edgebench.models.shape import ModelShape
 from edgebench.records import Case
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # The keys of the stored case info (run.json, the store), in order: model_name is the shape's name;
 # n_ff and tied are not among them (llama.cpp's backend keeps them in extra, as it always stored them).
@@ -81,6 +84,8 @@ class Backend(ABC):
     quants: ClassVar[QuantLevels | None] = None
     quant_levels: ClassVar[tuple[str, ...]] = ()
     default_ladder: ClassVar[tuple[str, ...]] = ()
+    # The level quality is scored against by default (--quality-ref; "" for none): F16, fp32.
+    reference_quant: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -124,6 +129,28 @@ class Backend(ABC):
     @abstractmethod
     def versions(self) -> dict[str, str]:
         """Runtime versions and build facts, for run.json."""
+
+    # -- capability "logits" (the quality pass, run/quality.py) -------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        """``text`` in the model's own tokens, special tokens added as the model adds them (BOS)."""
+        raise NotImplementedError(f"{self.name} has no tokenizer (capability 'logits')")
+
+    def bos_token(self) -> int | None:
+        """The token the model puts first (BOS), or None when it adds none."""
+        return None
+
+    def fit_context(self, n_tokens: int) -> None:
+        """Make sure one sequence of ``n_tokens`` fits the context (it may be rebuilt: the cache is
+        then empty). Blocks."""
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """float32 (len(tokens), n_vocab): the next-token logits at every position of ``tokens``
+        evaluated as a fresh sequence (the cache is cleared first). Blocks."""
+        raise NotImplementedError(f"{self.name} cannot compute logits (capability 'logits')")
+
+    def step_logits(self, token: int) -> np.ndarray:
+        """float32 (n_vocab,): process one token after what the cache holds, return its logits."""
+        raise NotImplementedError(f"{self.name} cannot compute logits (capability 'logits')")
 
     def log_lines(self) -> list[str]:
         """The runtime's own log, if the backend captured it (written to the case log)."""

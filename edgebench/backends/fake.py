@@ -6,6 +6,11 @@ the runtimes (runner, store, CLI, reports). Its "model" is a small JSON file end
 
 fail: "" | "error" (Python exception) | "crash" (SIGSEGV) | "oom" (SIGKILL) | "hang" (sleeps)
 fail_at: "load" | "prefill" | "decode". Timings are sleeps, so they are real wall time.
+
+Logits (capability "logits", for quality-pass tests): deterministic, a function of the current token
+only: row t of a fixed table (seed 0) plus ``logit_noise`` x row t of a table seeded by
+``logit_seed``, so a "level" with more noise is further from the noiseless reference. tokenize():
+one token per UTF-8 byte (mod n_vocab), BOS ``bos`` first when the config names one.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ def _busy_wait(seconds: float) -> None:
 
 class FakeBackend(Backend):
     name: ClassVar[str] = "fake"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"kv_bytes"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"kv_bytes", "logits"})
     suffixes: ClassVar[tuple[str, ...]] = (".fake",)
     KV_BYTES_PER_TOKEN = 1024
 
@@ -39,6 +44,7 @@ class FakeBackend(Backend):
         self.cfg: dict = {}
         self.case: Case | None = None
         self.n_cached = 0
+        self._table = None
 
     def _maybe_fail(self, where: str) -> None:
         if self.cfg.get("fail") and self.cfg.get("fail_at", "load") == where:
@@ -92,3 +98,40 @@ class FakeBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         return {"fake": "1"}
+
+    # -- capability "logits" -----------------------------------------------------------------
+    @property
+    def n_vocab(self) -> int:
+        return int(self.cfg.get("n_vocab", 1000))
+
+    def tokenize(self, text: str) -> list[int]:
+        bos = self.bos_token()
+        return ([] if bos is None else [bos]) + [b % self.n_vocab for b in text.encode("utf-8")]
+
+    def bos_token(self) -> int | None:
+        bos = self.cfg.get("bos")
+        return None if bos is None else int(bos)
+
+    def _logit_table(self):
+        import numpy as np
+
+        if self._table is None:
+            v = self.n_vocab
+            table = np.random.default_rng(0).standard_normal((v, v), dtype=np.float32) * 3
+            noise = float(self.cfg.get("logit_noise", 0.0))
+            if noise:
+                table += noise * np.random.default_rng(int(self.cfg.get("logit_seed", 1))).standard_normal(
+                    (v, v), dtype=np.float32)
+            self._table = table
+        return self._table
+
+    def logits(self, tokens: Sequence[int]):
+        import numpy as np
+
+        self.reset()
+        self.n_cached = len(tokens)
+        return self._logit_table()[np.asarray(tokens, dtype=np.int64)].copy()
+
+    def step_logits(self, token: int):
+        self.n_cached += 1
+        return self._logit_table()[int(token)].copy()

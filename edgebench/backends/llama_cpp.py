@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from edgebench.backends.base import Backend, MemoryInfo, ModelInfo, OpEvent, OpTracer
 from edgebench.errors import InputError
 from edgebench.models.quant_levels import GGUF_QUANTS, QuantLevels
-from edgebench.records import Case
+from edgebench.records import Case, pad_ctx
 
 _FLASH_ATTN = {"auto": "LLAMA_FLASH_ATTN_TYPE_AUTO", "on": "LLAMA_FLASH_ATTN_TYPE_ENABLED", "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED"}
 
@@ -70,9 +70,10 @@ class _LogCapture:
 
 class LlamaCppBackend(Backend, OpTracer):
     name: ClassVar[str] = "llama-cpp"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"kv_bytes", "gpu_offload", "ops"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"kv_bytes", "gpu_offload", "ops", "logits"})
     suffixes: ClassVar[tuple[str, ...]] = (".gguf",)
     quants: ClassVar[QuantLevels] = GGUF_QUANTS
+    reference_quant: ClassVar[str] = "F16"
 
     def __init__(self) -> None:
         import llama_cpp
@@ -120,15 +121,16 @@ class LlamaCppBackend(Backend, OpTracer):
             n_ctx_runtime=ll.llama_n_ctx(self.ctx),
             # tied and n_ff are stored from extra (ModelInfo.to_dict keeps the shape's other fields)
             extra={"embed_params": gi.embed_params, "file_bytes": gi.file_bytes, "tied": gi.tied,
-                   "tensor_types": gi.tensor_types, "n_ff": gi.n_ff},
+                   "tensor_types": gi.tensor_types, "n_ff": gi.n_ff, **gi.provenance},
         )
 
-    def _new_context(self, case: Case, cb_eval=None):
-        """Create a context for ``case``. ``cb_eval`` (a ctypes ggml_backend_sched_eval_callback,
-        kept referenced by the caller) makes the scheduler call back per graph node (ops profiler)."""
+    def _new_context(self, case: Case, cb_eval=None, n_ctx: int = 0):
+        """Create a context for ``case`` (``n_ctx``: a larger one, for the quality pass). ``cb_eval``
+        (a ctypes ggml_backend_sched_eval_callback, kept referenced by the caller) makes the
+        scheduler call back per graph node (ops profiler)."""
         ll = self._ll
         cp = ll.llama_context_default_params()
-        cp.n_ctx = case.ctx_effective
+        cp.n_ctx = max(n_ctx, case.ctx_effective)
         cp.n_batch = case.n_batch
         cp.n_ubatch = case.n_ubatch
         cp.n_seq_max = 1
@@ -183,6 +185,64 @@ class LlamaCppBackend(Backend, OpTracer):
         if rc != 0:
             raise RuntimeError(f"llama_decode failed with {rc} (decode step)")
         ll.llama_synchronize(self.ctx)
+
+    # -- logits (capability "logits"; the quality pass only, never in the timing reps) ---------
+    def tokenize(self, text: str) -> list[int]:
+        """llama_tokenize with add_special (BOS where llama_vocab_get_add_bos says so) and no
+        parsing of special-token text, as llama-perplexity tokenizes its input."""
+        ll = self._ll
+        vocab = ll.llama_model_get_vocab(self.model)
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        arr = (ll.llama_token * cap)()
+        n = ll.llama_tokenize(vocab, data, len(data), arr, cap, True, False)
+        if n < 0:  # more tokens than room: -n is how many
+            cap = -n
+            arr = (ll.llama_token * cap)()
+            n = ll.llama_tokenize(vocab, data, len(data), arr, cap, True, False)
+        if n < 0:
+            raise RuntimeError(f"llama_tokenize failed with {n}")
+        return list(arr[:n])
+
+    def bos_token(self) -> int | None:
+        ll = self._ll
+        vocab = ll.llama_model_get_vocab(self.model)
+        bos = ll.llama_vocab_bos(vocab)
+        return int(bos) if ll.llama_vocab_get_add_bos(vocab) and bos >= 0 else None
+
+    def fit_context(self, n_tokens: int) -> None:
+        if self._ll.llama_n_ctx(self.ctx) < n_tokens:
+            self._ll.llama_free(self.ctx)
+            self.ctx = None
+            self.ctx = self._new_context(self.case, n_ctx=pad_ctx(n_tokens))
+
+    def logits(self, tokens: Sequence[int]):
+        """One sequence from position 0, logits requested for every token, in n_batch-sized
+        llama_decode calls; each row copied out with llama_get_logits_ith."""
+        import numpy as np
+
+        ll = self._ll
+        n = len(tokens)
+        self.fit_context(n)
+        self.reset()
+        n_batch = min(self.case.n_batch, ll.llama_n_batch(self.ctx), n)
+        batch = _Batch(ll, n_batch)  # its ctypes arrays live until this call returns
+        out = np.empty((n, self._n_vocab), np.float32)
+        for i in range(0, n, n_batch):
+            m = batch.fill(tokens[i:i + n_batch], i)
+            rc = ll.llama_decode(self.ctx, batch.batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed with {rc} (logits at token {i})")
+            for j in range(m):
+                out[i + j] = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, j), shape=(self._n_vocab,))
+        ll.llama_synchronize(self.ctx)
+        return out
+
+    def step_logits(self, token: int):
+        import numpy as np
+
+        self.decode_step(token)  # llama_batch_get_one: the last token's logits are output
+        return np.ctypeslib.as_array(self._ll.llama_get_logits_ith(self.ctx, -1), shape=(self._n_vocab,)).copy()
 
     # -- op tracing (OpTracer; used by the ops profiler only, never in the plain timing reps) --
     def ops_begin(self) -> None:
@@ -268,6 +328,35 @@ class LlamaCppBackend(Backend, OpTracer):
         from edgebench.models import synth_gguf
 
         return str(synth_gguf.ensure_model(preset, quant, progress=progress))
+
+
+class _Batch:
+    """A llama_batch over ctypes arrays this object owns (one sequence, every logit requested):
+    keep it referenced for as long as llama_decode reads it."""
+
+    def __init__(self, ll: Any, cap: int):
+        self.token = (ll.llama_token * cap)()
+        self.pos = (ll.llama_pos * cap)()
+        self.n_seq_id = (ctypes.c_int32 * cap)(*([1] * cap))
+        self.seq0 = (ll.llama_seq_id * 1)(0)
+        seq_ptr = ctypes.cast(self.seq0, ctypes.POINTER(ll.llama_seq_id))
+        self.seq_id = (ctypes.POINTER(ll.llama_seq_id) * cap)(*([seq_ptr] * cap))
+        self.want = (ctypes.c_int8 * cap)(*([1] * cap))
+        b = ll.llama_batch()
+        b.token = ctypes.cast(self.token, ctypes.POINTER(ll.llama_token))
+        b.embd = None
+        b.pos = ctypes.cast(self.pos, ctypes.POINTER(ll.llama_pos))
+        b.n_seq_id = ctypes.cast(self.n_seq_id, ctypes.POINTER(ctypes.c_int32))
+        b.seq_id = ctypes.cast(self.seq_id, ctypes.POINTER(ctypes.POINTER(ll.llama_seq_id)))
+        b.logits = ctypes.cast(self.want, ctypes.POINTER(ctypes.c_int8))
+        self.batch = b
+
+    def fill(self, tokens: Sequence[int], pos0: int) -> int:
+        for j, t in enumerate(tokens):
+            self.token[j] = int(t)
+            self.pos[j] = pos0 + j
+        self.batch.n_tokens = len(tokens)
+        return len(tokens)
 
 
 def _ggml_type(ll: Any, name: str) -> int:

@@ -23,6 +23,9 @@ from edgebench.models.shape import ModelShape
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 MAX_DIMS = 4  # GGML_MAX_DIMS
+# The provenance of a requantized level (models/requant.py): name in results -> GGUF metadata key.
+PROVENANCE_KEYS = {"requantized_from": "edgebench.requantized_from", "source_sha256": "edgebench.source_sha256",
+                   "source_name": "edgebench.source_name"}
 
 # GGUFValueType -> struct format of a scalar (STRING = 8 and ARRAY = 9 are handled apart)
 _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -205,6 +208,9 @@ class GGUFInfo(ModelShape):
     embed_params: int  # token_embd + output (when untied) elements
     tensor_types: dict[str, dict[str, int]]  # group ("attn_q", "norm", ...) -> {type: count}
     synthetic_preset: str  # edgebench.preset metadata ("" for a real model)
+    # Where a requantized level came from (models/requant.py writes it): requantized_from (the
+    # source's quant), source_sha256, source_name; empty for a file edgebench did not requantize.
+    provenance: dict[str, str]
 
 
 def tensor_group(name: str) -> str:
@@ -283,4 +289,5 @@ def read_gguf_info(path: str | os.PathLike) -> GGUFInfo:
         embed_params=(embd.n_elements if embd else 0) + (out.n_elements if out else 0),
         tensor_types={g: dict(c) for g, c in groups.items()},
         synthetic_preset=str(meta.get("edgebench.preset", "")),
+        provenance={k: str(meta[key]) for k, key in PROVENANCE_KEYS.items() if key in meta},
     )

@@ -210,10 +210,15 @@ class _QuantLog:
         return (errs or lines or ["no message from llama.cpp"])[-1]
 
 
-def quantize(src: Path, dst: Path, quant: str, n_threads: int | None = None, progress: Progress = None) -> Path:
+def quantize(src: Path, dst: Path, quant: str, n_threads: int | None = None, progress: Progress = None,
+             allow_requantize: bool = False, metadata: dict[str, str] | None = None) -> Path:
     """Quantize the GGUF ``src`` to ``quant`` at ``dst`` with llama.cpp's own quantizer; returns
     ``dst``. Atomic like write_gguf. ``progress(done_bytes, total_bytes)`` counts source tensor
-    bytes. Blocks; ``n_threads`` defaults to all cores. RuntimeError if llama.cpp fails."""
+    bytes. Blocks; ``n_threads`` defaults to all cores. RuntimeError if llama.cpp fails.
+
+    ``allow_requantize`` lets llama.cpp convert tensors that are already quantized (it
+    dequantizes them first); ``metadata`` string keys are written into ``dst``'s header (the
+    quantizer's kv_overrides, set after the source's own keys are copied)."""
     import llama_cpp as ll
 
     from edgebench.models.gguf_file import read_tensors
@@ -228,6 +233,10 @@ def quantize(src: Path, dst: Path, quant: str, n_threads: int | None = None, pro
     params = ll.llama_model_quantize_default_params()
     params.nthread = n_threads or os.cpu_count() or 1
     params.ftype = ftype
+    params.allow_requantize = allow_requantize
+    overrides = _kv_overrides(ll, metadata or {})  # referenced until the quantizer returns
+    if overrides is not None:
+        params.kv_overrides = overrides
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     try:
         ll.llama_backend_init()
@@ -244,6 +253,20 @@ def quantize(src: Path, dst: Path, quant: str, n_threads: int | None = None, pro
     if progress:
         progress(sum(sizes.values()), sum(sizes.values()))
     return dst
+
+
+def _kv_overrides(ll, metadata: dict[str, str]):
+    """A llama_model_kv_override array for string keys, ended by an entry with an empty key (as
+    llama-quant.cpp reads it), or None for no keys. Keys and values are at most 127 bytes."""
+    if not metadata:
+        return None
+    arr = (ll.llama_model_kv_override * (len(metadata) + 1))()
+    for o, (k, v) in zip(arr, metadata.items()):
+        key, val = k.encode(), str(v).encode()
+        if len(key) > 127 or len(val) > 127:
+            raise ValueError(f"metadata {k!r} = {v!r} is longer than llama.cpp's 127 bytes")
+        o.tag, o.key, o.value.val_str = ll.LLAMA_KV_OVERRIDE_TYPE_STR, key, val
+    return arr
 
 
 # -- the cache ---------------------------------------------------------------------------------

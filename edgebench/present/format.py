@@ -4,7 +4,7 @@ edgebench.store.bundle.csv_cell.
 
 Formats: "" text or a key value (512.0 -> "512"); "num" three significant digits (12,345 / 45.6 /
 2.00 / 0.0123); "mib" bytes in MiB (1,234.5); "mj" joules in mJ, three significant digits; "pct" a
-fraction as a percentage with one decimal, "pct0" without; anything else is a str.format spec.
+fraction as a percentage with one decimal, "pct0" without, "pct2" with two; anything else is a str.format spec.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from edgebench.records import FIELDS, label_value
 
 MISSING = "-"
 # Unit a formatted value is in, where the format converts it (else the field's own unit).
-_DISPLAY_UNITS = {"mib": "MiB", "mj": "mJ/token", "pct": "", "pct0": ""}
+_DISPLAY_UNITS = {"mib": "MiB", "mj": "mJ/token", "pct": "", "pct0": "", "pct2": ""}
 
 
 def number(x: float) -> str:
@@ -64,6 +64,8 @@ def value(v: Any, fmt: str) -> str:
             return f"{float(v):.1%}"
         if fmt == "pct0":
             return f"{float(v):.0%}"
+        if fmt == "pct2":
+            return f"{float(v):.2%}"
         if fmt:
             return fmt.format(v)
     except (TypeError, ValueError):

@@ -3,7 +3,7 @@
 
 Sections appear only when their data is there: a sweep over prompt lengths gives the TTFT figure,
 op samples give the op shares, power samples the energy, a device profile with a memory bandwidth
-the decode roofline. Reads the store only; never imports a backend.
+the decode roofline, a quality pass the Pareto figures and the quality table. Reads the store only; never imports a backend.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgebench.analysis import summary
+from edgebench.analysis import quality, summary
 from edgebench.present import format as format_
-from edgebench.present import plots
+from edgebench.present import pareto, plots
 from edgebench.records import KEY_FIELDS, SUMMARY_COLUMNS
 from edgebench.store import bundle
 
@@ -42,7 +42,24 @@ SECTIONS: dict[str, tuple[str, str]] = {
                                     "bounds decode at bandwidth / bytes per token. The percentage is how close the run came. "
                                     "Bandwidth is the device profile's spec figure, or, for profiles without one, "
                                     "a copy benchmark measured at the start of the run."),
+    "pareto_speed": ("Speed vs quality", "Decode throughput of each level against its mean KL divergence from the "
+                                         "reference level (log scale). The line is the Pareto front: the levels no "
+                                         "other level beats on both speed and quality; the circle marks its knee, "
+                                         "where more speed starts to cost much more quality."),
+    "pareto_memory": ("Memory vs quality", "Memory each level needs (weights + KV cache + compute buffers, or the "
+                                           "peak RSS) against its mean KL divergence, with the Pareto front and its knee."),
+    "quality": ("Output quality", "Each level's next-token distributions against the reference level's on the same "
+                                  "tokens, computed as llama.cpp's llama-perplexity computes them: KLD is the KL divergence "
+                                  "KL(reference || level) in nats per token (mean ± its error, median, p99, max; 0 means "
+                                  "identical), same top is how often both pick the same most likely token (± binomial "
+                                  "error), RMS Δp the root mean square change in the probability of the actual next "
+                                  "token, PPL the level's perplexity on the text and PPL ratio its perplexity over the "
+                                  "reference's (1 = no loss; ± accounts for the correlation of the two). No level can be "
+                                  "more accurate than the file it was made from."),
 }
+FIGURES = plots.FIGURES + pareto.FIGURES
+QUALITY_TABLE = ("kld_mean", "kld_mean_err", "kld_median", "kld_p99", "kld_max", "same_top_p", "same_top_p_err",
+                 "delta_p_rms", "ppl", "ppl_ref", "ppl_ratio", "ppl_ratio_err", "quality_tokens", "quality_note")
 
 # Columns of the summary table (headers and formats: records.FIELDS); key columns that never vary
 # go to the header line.
@@ -50,7 +67,8 @@ TABLE: tuple[str, ...] = (
     "run_id", "device", "model", "backend", "quant", "bpw", "n_threads", "n_gpu_layers", "n_prompt", "n_gen",
     "depth", "n_ctx", "prefill_tok_s", "prefill_tok_s_std", "ttft_ms", "decode_tok_s", "decode_tok_s_std",
     "tpot_ms_p50", "tpot_ms_p99", "weights_bytes", "kv_bytes", "compute_bytes", "kv_share", "rss_peak_bytes",
-    "j_per_token_decode", "roof_pct", "status",
+    "j_per_token_decode", "roof_pct", "kld_mean", "kld_p99", "same_top_p", "delta_p_rms", "ppl", "ppl_ratio",
+    "quality_note", "status",
 )
 ALWAYS = {"model", "quant", "status"}
 
@@ -139,7 +157,7 @@ def _figures(df, fig_dir: Path) -> dict[str, Path]:
     if ok.empty:
         return out
     fig_dir.mkdir(parents=True, exist_ok=True)
-    for sid, make in plots.FIGURES:
+    for sid, make in FIGURES:
         fig = make(ok)
         if fig is not None:
             path = fig_dir / f"{sid}.png"
@@ -193,6 +211,30 @@ def _roof_table(df):
     return df, cols
 
 
+def _quality_table(df):
+    df = df[df["kld_mean"].notna()]
+    df = df.assign(case=plots.labels(df, always=("model", "quant")))
+    cols = [("case", "case", "")] + [(c, format_.header(c), format_.fmt_of(c)) for c in QUALITY_TABLE
+                                     if c in df and df[c].notna().any()]
+    return df, cols
+
+
+def max_kld_lines(df, max_kld: float | None) -> list[str]:
+    """'fastest level under KLD X on DEVICE: ...' per device / backend / model group."""
+    if max_kld is None or "kld_mean" not in df or not df["kld_mean"].notna().any():
+        return []
+    out = []
+    for (device, backend, model), row in quality.fastest_by_group(df.to_dict("records"), max_kld).items():
+        where = f"fastest level under KLD {max_kld:g} on {device} ({model}, {backend})"
+        if row is None:
+            out.append(f"{where}: none (no level with a decode speed has a mean KLD <= {max_kld:g})")
+        else:
+            out.append(f"{where}: {row.get('quant')} at {format_.with_unit('decode_tok_s', row.get('decode_tok_s'))} "
+                       f"decode, mean KLD {format_.cell('kld_mean', row.get('kld_mean'))}, same top "
+                       f"{format_.cell('same_top_p', row.get('same_top_p'))}")
+    return out
+
+
 def _extra_lead(sid: str, df) -> str:
     """A data-dependent sentence for a section (e.g. what profiling cost)."""
     if sid == "ops" and "ops_overhead_pct" in df and df["ops_overhead_pct"].notna().any():
@@ -200,6 +242,8 @@ def _extra_lead(sid: str, df) -> str:
         span = f"{lo:+.0f}%" if round(lo) == round(hi) else f"{lo:+.0f}% to {hi:+.0f}%"
         return (f"Tracing changed the profiled reps' wall time by {span} against the plain reps; shares are "
                 f"corrected for the per-node launch cost.")
+    if sid in ("pareto_speed", "pareto_memory", "quality") and "quality_note" in df and df["quality_note"].notna().any():
+        return f"Some levels have random weights (synthetic presets): {quality.SYNTHETIC_NOTE}."
     if sid == "energy" and "throttled" in df and (df["throttled"] == True).any():  # noqa: E712 (None/NaN are not True)
         return "Some cases were throttled while measured (see the warnings)."
     return ""
@@ -218,9 +262,10 @@ def _runs_facts(runs, df) -> list[str]:
     return out
 
 
-def write_report(store, run_ids: list[str], out_dir: Path) -> Path:
+def write_report(store, run_ids: list[str], out_dir: Path, max_kld: float | None = None) -> Path:
     """Write summary.csv, figures/*.png, index.html and report.md into ``out_dir``; returns the
-    path of index.html. Blocks while matplotlib draws (about a second per figure)."""
+    path of index.html. ``max_kld`` (else the first run spec's max_kld) names the fastest level
+    under that mean KLD. Blocks while matplotlib draws (about a second per figure)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs, df, notes = collect(store, run_ids)
@@ -233,13 +278,18 @@ def write_report(store, run_ids: list[str], out_dir: Path) -> Path:
     failed = [f"run {r['run_id']} case {r['case_id']} ({format_.value(r.get('model'), '')} {format_.value(r.get('quant'), '')}): "
               f"{r.get('error')}" for r in df.to_dict("records") if r.get("status") == "failed"]
     title = "edgebench report: " + ", ".join(sorted({str(r.run_id) for r in runs}))
-    sections = [(sid, *SECTIONS[sid], figs[sid]) for sid, _ in plots.FIGURES if sid in figs]
-    _write_html(out_dir / "index.html", title, runs, df, cols, constant, warnings, failed, sections)
-    _write_md(out_dir / "report.md", title, runs, df, cols, constant, warnings, failed, sections)
+    sections = [(sid, *SECTIONS[sid], figs[sid]) for sid, _ in FIGURES if sid in figs]
+    if max_kld is None:
+        max_kld = next((r.spec.get("max_kld") for r in runs if (r.spec or {}).get("max_kld") is not None), None)
+    if "kld_mean" in df and df["kld_mean"].notna().any():
+        sections.append(("quality", *SECTIONS["quality"], None))
+    verdicts = max_kld_lines(df, max_kld)
+    _write_html(out_dir / "index.html", title, runs, df, cols, constant, warnings, failed, sections, verdicts)
+    _write_md(out_dir / "report.md", title, runs, df, cols, constant, warnings, failed, sections, verdicts)
     return out_dir / "index.html"
 
 
-def _write_html(path, title, runs, df, cols, constant, warnings, failed, sections) -> None:
+def _write_html(path, title, runs, df, cols, constant, warnings, failed, sections, verdicts=()) -> None:
     e = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
              f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{_CSS}</style></head><body><main>",
@@ -248,18 +298,23 @@ def _write_html(path, title, runs, df, cols, constant, warnings, failed, section
     if sections:
         parts.append("<nav>" + "".join(f"<a href='#{sid}'>{e(t)}</a>" for sid, t, _, _ in sections)
                      + "<a href='#summary'>Summary table</a></nav>")
+    parts += [f"<p class='lead'><b>{e(v)}</b></p>" for v in verdicts]
     parts += [f"<div class='warn failed'>failed: {e(f)}</div>" for f in failed]
     if warnings:  # one box: a noisy sweep can warn about every case
         items = "".join(f"<li>{e(w)}</li>" for w in warnings)
         parts.append(f"<details class='warn'{' open' if len(warnings) <= 3 else ''}><summary>{len(warnings)} "
                      f"warning(s)</summary><ul>{items}</ul></details>")
     for sid, t, lead, png in sections:
-        data = base64.b64encode(png.read_bytes()).decode("ascii")
         lead = f"{lead} {_extra_lead(sid, df)}".strip()
-        parts.append(f"<section id='{sid}'><h2>{e(t)}</h2><p class='lead'>{e(lead)}</p>"
-                     f"<img alt='{e(t)}' src='data:image/png;base64,{data}'>")
+        parts.append(f"<section id='{sid}'><h2>{e(t)}</h2><p class='lead'>{e(lead)}</p>")
+        if png is not None:
+            data = base64.b64encode(png.read_bytes()).decode("ascii")
+            parts.append(f"<img alt='{e(t)}' src='data:image/png;base64,{data}'>")
         if sid == "roofline":
             parts.append(_html_table(*_roof_table(df)))
+        if sid == "quality":
+            parts += [f"<p class='lead'><b>{e(v)}</b></p>" for v in verdicts]
+            parts.append(_html_table(*_quality_table(df)))
         parts.append("</section>")
     parts.append("<section id='summary'><h2>Summary table</h2>")
     if constant:
@@ -268,13 +323,18 @@ def _write_html(path, title, runs, df, cols, constant, warnings, failed, section
     path.write_text("\n".join(parts), encoding="utf-8")
 
 
-def _write_md(path, title, runs, df, cols, constant, warnings, failed, sections) -> None:
+def _write_md(path, title, runs, df, cols, constant, warnings, failed, sections, verdicts=()) -> None:
     lines = [f"# {_md(title)}", ""] + [f"- {_md(f)}" for f in _runs_facts(runs, df)] + [""]
+    lines += [f"**{_md(v)}**\n" for v in verdicts]
     lines += [f"> **warning:** {_md(w)}\n" for w in warnings] + [f"> **failed:** {_md(f)}\n" for f in failed]
     for sid, t, lead, png in sections:
-        lines += [f"## {t}", "", _md(f"{lead} {_extra_lead(sid, df)}".strip()), "", f"![{t}](figures/{png.name})", ""]
+        lines += [f"## {t}", "", _md(f"{lead} {_extra_lead(sid, df)}".strip()), ""]
+        if png is not None:
+            lines += [f"![{t}](figures/{png.name})", ""]
         if sid == "roofline":
             lines += [_md_table(*_roof_table(df)), ""]
+        if sid == "quality":
+            lines += [f"**{_md(v)}**\n" for v in verdicts] + [_md_table(*_quality_table(df)), ""]
     lines += ["## Summary table", ""] + ([f"Every case: {_md(', '.join(constant))}.", ""] if constant else [])
     lines += [_md_table(df, cols), ""]
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -27,9 +27,9 @@ def console_for_tables(width_when_piped: int) -> Console:
 TABLE_COLUMNS: tuple[str, ...] = (
     "case_id", "model", "backend", "quant", "bpw", "n_threads", "n_prompt", "n_gen", "depth", "prefill_tok_s",
     "prefill_tok_s_std", "ttft_ms", "decode_tok_s", "decode_tok_s_std", "tpot_ms_p50", "tpot_ms_p99",
-    "rss_peak_bytes", "kv_share", "status",
+    "rss_peak_bytes", "kv_share", "kld_mean", "same_top_p", "ppl_ratio", "quality_note", "status",
 )
-_LEFT = ("model", "backend", "quant", "status")
+_LEFT = ("model", "backend", "quant", "quality_note", "status")
 
 
 def print_rows(rows: list[dict[str, Any]], fmt: str, title: str = "") -> None:

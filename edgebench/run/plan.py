@@ -1,7 +1,8 @@
 """Plan a run: check the spec's backend and profiler names against their registries, resolve its
 models (files, folders, presets) per backend and expand the sweep into Cases, a cartesian product
-like llama-bench's. Synthetic presets are expanded per quant level; model files carry their own
-quant and ignore --quant."""
+like llama-bench's. Synthetic presets are expanded per quant level; so is a GGUF file when --quant
+is given (requantized to each level in the case's worker, models/requant.py); without --quant a
+file runs as itself, and other model files always do."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from edgebench.run.spec import SWEEP_PARAMS, RunSpec
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model to measure on one backend: a file, or a preset at a quant level still to be built."""
+    """A model to measure on one backend: a file, or a preset or a user's GGUF (``source``) at a
+    quant level still to be built."""
 
     backend: str
     path: str = ""
     preset: str = ""
     quant: str = ""
+    source: str = ""
 
 
 def canonical_spec(spec: RunSpec) -> RunSpec:
@@ -69,7 +72,13 @@ def resolve_models(spec: RunSpec) -> tuple[list[ModelRef], list[str]]:
                 notes.append(f"{f.name}: not a {backend} model, skipped for {backend}")
                 continue
             _validate_file(f)
-            refs.append(ModelRef(backend, path=str(f)))
+            if spec.quants and suffix == ".gguf" and cls.quants is not None:
+                refs.extend(_requant_refs(backend, f, spec.quants, notes))
+            else:
+                note = f"{f.name}: --quant applies to GGUF files and presets; it runs as itself"
+                if spec.quants and note not in notes:
+                    notes.append(note)
+                refs.append(ModelRef(backend, path=str(f)))
         quants = spec.quants or cls.default_ladder
         for name in preset_names:
             for q in quants:
@@ -78,7 +87,8 @@ def resolve_models(spec: RunSpec) -> tuple[list[ModelRef], list[str]]:
                     notes.append(f"{q} is not a {backend} quant level, skipped for {backend}")
                     continue
                 refs.append(ModelRef(backend, preset=name, quant=canon))
-    if spec.quants and preset_names:
+    ladders = preset_names or any(f.suffix.lower() == ".gguf" for f in files)  # --quant applies to them
+    if spec.quants and ladders:
         valid_somewhere = {q for q in spec.quants if any(backend_class(b).check_quant(q) for b in spec.backends)}
         bad = [q for q in spec.quants if q not in valid_somewhere]
         if bad:
@@ -87,6 +97,27 @@ def resolve_models(spec: RunSpec) -> tuple[list[ModelRef], list[str]]:
     if not refs:
         raise InputError("nothing to run: " + ("; ".join(notes) if notes else "no models"))
     return refs, notes
+
+
+def _requant_refs(backend: str, f: Path, quants: tuple[str, ...], notes: list[str]) -> list[ModelRef]:
+    """The GGUF ``f`` at each level the backend knows, and a note, once per file, when the levels
+    are requantized from an already-quantized source."""
+    from edgebench.backends import backend_class
+    from edgebench.models import requant
+
+    cls = backend_class(backend)
+    levels = []
+    for q in quants:
+        canon = cls.check_quant(q)
+        if canon is None:
+            notes.append(f"{q} is not a {backend} quant level, skipped for {f.name}")
+        elif canon not in levels:
+            levels.append(canon)
+    from_quant = requant.source_quant(f)
+    note = f"{f.name}: {requant.requant_note(from_quant)}"
+    if requant.is_quantized(from_quant) and note not in notes:
+        notes.append(note)
+    return [ModelRef(backend, quant=q, source=str(f)) for q in levels]
 
 
 def _validate_file(p: Path) -> None:
@@ -98,7 +129,7 @@ def _validate_file(p: Path) -> None:
 
 def expand(spec: RunSpec, refs: list[ModelRef], n_threads_default: int) -> list[tuple[ModelRef, Case]]:
     """The cartesian product of models and sweep values. The Case's model path is filled in for
-    files; a preset case has none: its worker builds the model (run/worker.py)."""
+    files; a preset or requantized case has none: its worker builds the model (run/worker.py)."""
     names = list(spec.sweep)
     grids = [spec.sweep[n] for n in names]
     out = []
@@ -108,7 +139,7 @@ def expand(spec: RunSpec, refs: list[ModelRef], n_threads_default: int) -> list[
             kw.setdefault("n_threads", n_threads_default)
             try:
                 case = Case(backend=ref.backend, model=ref.path, reps=spec.reps, warmup=spec.warmup,
-                            profile=spec.profile, preset=ref.preset, quant_request=ref.quant,
+                            profile=spec.profile, preset=ref.preset, quant_request=ref.quant, source=ref.source,
                             timeout_s=spec.timeout, **kw)
             except ValueError as e:
                 raise InputError(str(e)) from None

@@ -49,7 +49,7 @@ class CaseResult:
     error: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list)
-    model: str = ""  # the model file measured: the case's own, or the one a preset build reported
+    model: str = ""  # the model file measured: the case's own, or the one a build reported
 
 
 def new_run_id() -> str:
@@ -162,7 +162,7 @@ def run_worker(case: Case, log_path: Path, on_msg: Callable[[msg.Message], None]
         else:
             res.error = res.error or f"worker exited with code {rc}: {tail}"
         if not res.model:  # a preset case whose build never finished
-            res.error = f"could not build {case.preset} {case.quant_request}: {res.error}"
+            res.error = f"could not build {case.build_label}: {res.error}"
     return res
 
 
@@ -234,7 +234,7 @@ def run_cases(store: Store, run_id: str, planned: list[tuple[ModelRef, Case]], r
                 events.progress(i, m)
 
         res = run_worker(case, run_dir / "logs" / f"case-{i:03d}.log", on_msg, ready)
-        if res.model:  # a preset case is stored with the file it was built into
+        if res.model:  # a preset or requantized case is stored with the file it was built into
             case = replace(case, model=res.model)
         if ready.sha256:
             res.info.setdefault("model", {})["model_sha256"] = ready.sha256

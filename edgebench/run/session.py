@@ -43,7 +43,8 @@ class ProgressEvents:
 
     def progress(self, i: int, msg: protocol.Progress) -> None:
         stage, rep, reps = msg.stage, msg.rep, msg.reps
-        label = {"build": "building model", "warmup": "warmup", "rep": "rep", "profile": f"profiling ({msg.profiler})"}[stage]
+        label = {"build": "building model", "warmup": "warmup", "rep": "rep", "profile": f"profiling ({msg.profiler})",
+                 "quality": "quality: generating chunk" if msg.profiler == "generate" else "quality chunk"}[stage]
         if stage == "build":
             self.p.update(self.reps, total=reps, completed=rep, description=f"  {label}")
         else:
@@ -87,8 +88,11 @@ class Outcome:
 
 
 def _plan(spec: specmod.RunSpec) -> tuple[list, list[str]]:
+    from edgebench.run import quality_plan
+
     refs, notes = planmod.resolve_models(spec)
-    return planmod.expand(spec, refs, physical_cores()), notes
+    planned, qnotes = quality_plan.apply(spec, planmod.expand(spec, refs, physical_cores()))
+    return planned, notes + qnotes
 
 
 def _device(spec: specmod.RunSpec) -> tuple[Any, dict[str, Any]]:

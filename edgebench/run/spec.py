@@ -30,6 +30,17 @@ SWEEP_PARAMS: dict[str, tuple[str, type]] = {
 SCALAR_PARAMS: dict[str, type] = {"reps": int, "timeout": float, "warmup": bool}
 LIST_PARAMS = ("models", "quants", "backends", "profile")
 OTHER_PARAMS = ("device", "verify", "out", "cooldown", "cooldown_temp", "report")
+# quality options (TOML keys = the CLI's long names with '_'; --text is quality_text in the spec)
+QUALITY_PARAMS: dict[str, type] = {"quality": bool, "quality_ctx": int, "quality_chunks": int, "text": str,
+                                   "quality_ref": str, "quality_seed": int, "quality_top_k": int, "max_kld": float}
+QUALITY_HELP = {"--quality-ctx": "Tokens per quality chunk (default 512); the second half is scored.",
+                "--quality-chunks": "Chunks to score (default: all the text gives; 4 of a generated stream).",
+                "--text": "Text to score (tokenized by each model); default: a stream the reference generates.",
+                "--quality-ref": "Reference: a level of the same model (default F16) or a model file.",
+                "--quality-seed": "Seed of the generated stream (default 0).",
+                "--quality-top-k": "Reference log-probs kept per token (default 4096: mean KLD about 0.4% low on "
+                                   "SmolLM2-135M; 16384 keeps the error under 1e-4 at 4x the size).",
+                "--max-kld": "Name the fastest level whose mean KLD is at most this."}
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,15 @@ class RunSpec:
     verify: bool = True
     cooldown: float = 0.0
     cooldown_temp: float | None = None
+    speed: bool = True  # False: `edgebench quality` (the quality pass without the speed reps)
+    quality: bool = False
+    quality_ctx: int = 512
+    quality_chunks: int = 0  # 0: all the text gives (a generated stream: run/quality.QUALITY_STREAM_CHUNKS)
+    quality_text: str = ""
+    quality_ref: str = ""  # a level of the same model or a file; "" = the backend's reference_quant
+    quality_seed: int = 0
+    quality_top_k: int = 0
+    max_kld: float | None = None  # the report names the fastest level under it
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -99,7 +119,8 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise InputError(f"cannot read config file {path}: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"config file {path} is not valid TOML: {e}") from None
-    known = set(SWEEP_PARAMS) | set(SCALAR_PARAMS) | set(LIST_PARAMS) | set(OTHER_PARAMS) | {"model", "quant", "backend"}
+    known = set(SWEEP_PARAMS) | set(SCALAR_PARAMS) | set(LIST_PARAMS) | set(OTHER_PARAMS) | set(QUALITY_PARAMS) \
+        | {"model", "quant", "backend"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise InputError(f"config file {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -143,9 +164,43 @@ def build_spec(options: dict[str, Any], config: dict[str, Any] | None = None) ->
     if cooldown < 0:
         raise InputError(f"--cooldown must be >= 0, got {cooldown}")
     return RunSpec(
+        **_quality_options(merged),
         models=models or (DEFAULT_PRESET,), quants=parse_list(merged.get("quants"), str, "quant"),
         backends=parse_list(merged.get("backends"), str, "backend") or ("llama-cpp",),
         profile=parse_list(merged.get("profile"), str, "profile"), sweep=sweep, reps=reps, warmup=bool(merged.get("warmup", True)),
         timeout=timeout, device=str(merged.get("device", "auto")),
         verify=bool(merged.get("verify", True)), cooldown=cooldown, cooldown_temp=ctemp,
     )
+
+
+def _quality_options(merged: dict[str, Any]) -> dict[str, Any]:
+    """The quality fields of a RunSpec from merged options ("text" or "quality_text" for the text)."""
+    out: dict[str, Any] = {}
+    if "quality_text" in merged and "text" not in merged:
+        merged = merged | {"text": merged["quality_text"]}
+    for name, typ in QUALITY_PARAMS.items():
+        if name not in merged:
+            continue
+        opt = f"--{name.replace('_', '-')}"
+        try:
+            v = _convert(str(merged[name]), typ) if typ is not str else str(merged[name])
+        except ValueError:
+            raise InputError(f"{opt}: {merged[name]!r} is not a valid {typ.__name__}") from None
+        out["quality_text" if name == "text" else name] = v
+    if "speed" in merged:
+        out["speed"] = bool(merged["speed"])
+    q = out.get("quality", False) or not out.get("speed", True)
+    out["quality"] = bool(q)
+    ctx = out.get("quality_ctx", 512)
+    if ctx < 8 or ctx % 2:
+        raise InputError(f"--quality-ctx must be an even number >= 8, got {ctx}")
+    for name in ("quality_chunks", "quality_seed", "quality_top_k"):
+        if out.get(name, 0) < 0:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {out[name]}")
+    if out.get("max_kld") is not None and out["max_kld"] <= 0:
+        raise InputError(f"--max-kld must be > 0, got {out['max_kld']}")
+    used = [f"--{n.replace('_', '-')}" for n in ("quality_ctx", "quality_chunks", "quality_ref", "quality_seed", "quality_top_k")
+            if n in out] + (["--text"] if "quality_text" in out else [])
+    if used and not out["quality"]:
+        raise InputError(f"{used[0]} needs --quality")
+    return out

@@ -3,15 +3,18 @@ one JSON line each, on the fd the runner passes; llama.cpp's own printing goes t
 the runner keeps as the case's log.
 
 A preset case is built here first (writing the GGUF and running llama.cpp's quantizer, which is
-C code that can crash): a crash then ends this case only. The worker reports the built path and
+C code that can crash), and so is a user's GGUF requantized to a level: a crash then ends this
+case only. The worker reports the built path and
 waits for the runner's Go before it loads the model.
 
 Method (DESIGN.md): random token ids; warmup once (not stored); per rep: reset the cache, fill
 `depth` tokens (untimed), time one prefill of n_prompt tokens, then time each of n_gen decode
 steps on its own. perf_counter_ns around calls that synchronize; nothing else in the timed region.
+With case.quality the quality pass (run/quality.py) follows everything timed; a quality-only
+case (speed False) has no warmup and no reps.
 
 Test hook: with EDGEBENCH_TEST_BUILD_SIGNAL=SIGSEGV (any signal name) in its environment the
-worker kills itself with that signal at the start of a preset build, so tests can show that a
+worker kills itself with that signal at the start of a build, so tests can show that a
 crash while building fails that case only. It is for tests; nothing sets it otherwise.
 """
 
@@ -29,6 +32,7 @@ import numpy as np
 
 from edgebench.records import Case, Sample
 from edgebench.run import protocol as msg
+from edgebench.run.quality import QualityError
 
 Emit = Callable[[msg.Message], None]
 BUILD_SIGNAL_ENV = "EDGEBENCH_TEST_BUILD_SIGNAL"
@@ -99,19 +103,19 @@ def run_case(case: Case, emit: Emit) -> None:
         flush([Sample(-1, "load", "load_ns", load_ns)])
 
         rng = np.random.default_rng(SEED)
-        if case.warmup:
+        if case.warmup and case.speed:
             emit(msg.Progress("warmup", 0, case.reps))
             warm = Case.from_dict(case.to_dict() | {"n_gen": min(case.n_gen, 2)})
             _measure_rep(backend, warm, rng, info.n_vocab, [], -1)
 
-        for rep in range(case.reps):
+        for rep in range(case.reps if case.speed else 0):  # a quality-only case has no speed reps
             emit(msg.Progress("rep", rep, case.reps))
             prefill_ns, steps = _measure_rep(backend, case, rng, info.n_vocab, passive, rep)
             flush([Sample(rep, "prefill", "prefill_ns", prefill_ns)]
                   + [Sample(rep, "decode", "decode_step_ns", ns, idx=i) for i, ns in enumerate(steps)])
 
         # Intrusive profilers get reps of their own: they never touch the numbers above.
-        for p in intrusive:
+        for p in intrusive if case.speed else ():
             p.attach(backend)
             n = p.reps_for(case)
             for rep in range(n):
@@ -124,6 +128,10 @@ def run_case(case: Case, emit: Emit) -> None:
         for p in passive:
             p.detach(backend)
         flush()
+        if case.quality:  # after everything timed: it may grow the context (run/quality.py)
+            from edgebench.run.quality import run_quality
+
+            run_quality(backend, case, emit, lambda ref: _reference_model(case, ref))
         notes = {p.name: {"warnings": p.warnings, "skipped": p.skipped} for p in profilers
                  if getattr(p, "warnings", None) or getattr(p, "skipped", None)}
         if notes:
@@ -135,22 +143,39 @@ def run_case(case: Case, emit: Emit) -> None:
 
 
 def build(case: Case, emit: Emit) -> Case:
-    """The case with its model path: a preset case's model is built (or found in the cache) and
-    its path reported to the runner. Blocks; a build error is raised with a one-line reason."""
-    if not case.preset or case.model:
+    """The case with its model path: a preset case's model is built, a requantized case's source
+    requantized (models/requant.py), or found in the cache, and its path reported to the runner.
+    Blocks; a build error is raised with a one-line reason."""
+    if not (case.preset or case.source) or case.model:
         return case
     from edgebench.backends import backend_class
 
     sig = os.environ.get(BUILD_SIGNAL_ENV)
     if sig:  # test hook (module docstring)
         os.kill(os.getpid(), signal.Signals[sig])
+    progress = lambda done, total: emit(msg.Progress("build", done, total))  # noqa: E731
     try:
-        path = backend_class(case.backend).build_synthetic(
-            case.preset, case.quant_request, progress=lambda done, total: emit(msg.Progress("build", done, total)))
+        if case.source:
+            from edgebench.models.requant import ensure_requantized
+
+            path = ensure_requantized(case.source, case.quant_request, progress=progress)
+        else:
+            path = backend_class(case.backend).build_synthetic(case.preset, case.quant_request, progress=progress)
     except Exception as e:
-        raise BuildError(f"could not build {case.preset} {case.quant_request}: {type(e).__name__}: {e}".splitlines()[0]) from e
+        raise BuildError(f"could not build {case.build_label}: {type(e).__name__}: {e}".splitlines()[0]) from e
     emit(msg.Built(str(path)))
     return dataclasses.replace(case, model=str(path))
+
+
+def _reference_model(case: Case, ref: str) -> str:
+    """The path of a case's quality reference: a file as given, or for "quant:LEVEL" this case's
+    preset / source built at LEVEL (found in the cache: its reference case ran first)."""
+    from edgebench.run.quality import REF_QUANT
+
+    if not ref.startswith(REF_QUANT):
+        return ref
+    level = dataclasses.replace(case, model="", quant_request=ref[len(REF_QUANT):])
+    return build(level, lambda m: None).model
 
 
 class BuildError(RuntimeError):
@@ -180,7 +205,7 @@ def main() -> int:
         import traceback
 
         traceback.print_exc()  # full detail in the case log
-        reason = str(e) if isinstance(e, BuildError) else f"{type(e).__name__}: {e}".splitlines()[0]
+        reason = str(e) if isinstance(e, (BuildError, QualityError)) else f"{type(e).__name__}: {e}".splitlines()[0]
         emit(msg.Error(reason))
         return 1
     emit(msg.Done())
