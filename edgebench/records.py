@@ -227,13 +227,13 @@ METRICS: dict[str, Metric] = {
 
 # Per-case model facts read from the file and the runtime (never from the file name).
 MODEL_INFO_FIELDS: tuple[str, ...] = (
-    "model_name", "model_sha256", "synthetic", "arch", "quant", "bpw", "n_params", "model_bytes",
+    "model_name", "model_sha256", "synthetic", "requantized_from", "arch", "quant", "bpw", "n_params", "model_bytes",
     "n_layer", "n_embd", "n_head", "n_head_kv", "head_dim", "n_vocab", "n_ctx_train", "n_ctx_runtime",
 )
 
 # Columns of summary.csv, in order. stats.summarize() produces exactly these keys.
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "run_id", "case_id", "device", "backend", "model", "model_sha256", "synthetic", "preset", "quant",
+    "run_id", "case_id", "device", "backend", "model", "model_sha256", "synthetic", "preset", "requantized_from", "quant",
     "bpw", "n_params", "model_bytes", "n_threads", "n_gpu_layers", "n_ctx", "n_prompt", "n_gen",
     "depth", "n_batch", "n_ubatch", "flash_attn", "cache_type_k", "cache_type_v", "ep", "graph_opt", "reps",
     "load_ms", "prefill_tok_s", "prefill_tok_s_std", "ttft_ms", "decode_tok_s", "decode_tok_s_std",

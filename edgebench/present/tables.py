@@ -64,7 +64,7 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, title: str = "") -> None:
             if r.get("status") == "failed":
                 cells[-1] = "[red]failed[/red]"
             table.add_row(*cells)
-        console = console_for_tables(180)
+        console = console_for_tables(250)
         console.print(table)
         for r in rows:
             if r.get("status") == "failed":
