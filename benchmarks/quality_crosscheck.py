@@ -199,12 +199,12 @@ def ours_cli(a, models: dict[str, Path], out: Path) -> dict[str, dict]:
 
     d = out / "edgebench"
     cmd = [*EDGEBENCH, "quality", *[str(p) for lv, p in models.items() if lv != "F16"], "--quality-ref",
-           str(models["F16"]), "--text", a.text, "--quality-ctx", str(a.ctx), "-o", str(d)]
+           str(models["F16"]), "--text", a.text, "--quality-ctx", str(a.ctx), "--quality-top-k", str(a.k), "-o", str(d)]
     run_measured(cmd, out / "edgebench.log")
     shown = subprocess.run([*EDGEBENCH, "show", "latest", "-o", str(d), "--format", "json"],
                            capture_output=True, text=True, check=True).stdout
     rows = {r["quant"]: r for r in json.loads(shown)}
-    refs = sorted(quality_dir().glob(f"ref-*-c{a.ctx}-k{quality.DEFAULT_TOP_K}.npz"), key=lambda p: p.stat().st_mtime)
+    refs = sorted(quality_dir().glob(f"ref-*-c{a.ctx}-k{a.k}.npz"), key=lambda p: p.stat().st_mtime)
     res = {lv: {**rows[lv], "rss": rows[lv].get("rss_peak_bytes") or 0} for lv in models}
     if refs:
         res["_ref_file"] = refs[-1]

@@ -205,7 +205,7 @@ def test_bad_models_are_input_errors(tmp_path, backend, small_onnx):
 def test_versions_and_class_facts(backend):
     v = backend.versions()
     assert v["onnxruntime"] and "CPUExecutionProvider" in v["providers_available"]
-    assert OnnxRuntimeBackend.capabilities == {"ops", "kv_bytes"}
+    assert OnnxRuntimeBackend.capabilities == {"ops", "kv_bytes", "logits"}
     assert OnnxRuntimeBackend.check_quant("INT8") == "int8" and OnnxRuntimeBackend.check_quant("Q8_0") is None
 
 

@@ -31,7 +31,7 @@ from edgebench.backends.onnx_load import kv_bytes_per_token, model_info, read_hf
 from edgebench.backends.op_classes import classify_onnx
 from edgebench.errors import InputError
 from edgebench.models.quant_levels import ONNX_QUANTS
-from edgebench.records import Case
+from edgebench.records import Case, pad_ctx
 
 for _runtime in ("onnx", "onnxruntime"):  # found, not imported: backend_class says "not available"
     if importlib.util.find_spec(_runtime) is None:
@@ -76,9 +76,10 @@ _GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extend
 
 class OnnxRuntimeBackend(Backend, OpTracer):
     name = "onnxruntime"
-    capabilities = frozenset({"ops", "kv_bytes"})
+    capabilities = frozenset({"ops", "kv_bytes", "logits"})
     suffixes = (".onnx", "")
     quants = ONNX_QUANTS
+    reference_quant = "fp32"
 
     @classmethod
     def build_synthetic(cls, preset: str, quant: str, progress=None) -> str:
@@ -89,6 +90,7 @@ class OnnxRuntimeBackend(Backend, OpTracer):
     def __init__(self) -> None:
         self._sess = self._plain = None
         self._trace_dir: str | None = None
+        self._n_vocab, self._meta = 0, {}
 
     # ---- loading -------------------------------------------------------------------------
     def load(self, case: Case) -> ModelInfo:
@@ -114,9 +116,8 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         self._providers = [provider] + (["CUDAExecutionProvider"] if case.ep == "tensorrt" else [])
         self._device = "cpu" if case.ep == "cpu" else "cuda"
         self._path, self._case = path, case
-        self._kv_bufs = [ort.OrtValue.ortvalue_from_numpy(  # zeros: never read unmasked, but finite
-            np.zeros((1, self._n_kv, case.ctx_effective, self._head_dim), self._kv_dtype), self._device, 0)
-            for _ in self._past_names] if self._kv_shared else []
+        self._kv_bufs = self._new_kv_bufs(case.ctx_effective)
+        self._meta = f.meta
         self._use(self._session(profile=False))
         got = self._sess.get_providers()
         if got[0] != provider:
@@ -124,11 +125,13 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         self._model_bytes = f.n_bytes
         self._grow_feeds(case.ctx_effective)
         self.reset()
-        return model_info(
+        info = model_info(
             f, name=config.get("_name_or_path") or path.stem, arch=config.get("model_type"), configs=[config],
             n_layer=g.n_layer, n_head_kv=g.n_kv, head_dim=g.head_dim, kv_dtype=g.kv_dtype, kv_shared=g.kv_shared,
             n_ctx_runtime=case.ctx_effective, ep=case.ep, providers=got,
             fallbacks={"n_head": g.gqa_heads, "n_embd": g.embd, "n_vocab": g.vocab})
+        self._n_vocab = info.n_vocab
+        return info
 
     def _session(self, profile: bool):
         ort = self._ort
@@ -152,6 +155,13 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         for i, buf in enumerate(self._kv_bufs):
             self._c_bind.bind_ortvalue_input(self._past_names[i], buf._ortvalue)
             self._c_bind.bind_ortvalue_output(self._out_names[i + 1], buf._ortvalue)
+
+    def _new_kv_bufs(self, n_ctx: int) -> list:
+        """The shared-buffer cache: one [1, n_kv, n_ctx, head_dim] OrtValue per past input."""
+        ort = self._ort  # zeros: never read unmasked, but finite
+        return [ort.OrtValue.ortvalue_from_numpy(np.zeros((1, self._n_kv, n_ctx, self._head_dim), self._kv_dtype),
+                                                 self._device, 0)
+                for _ in self._past_names] if self._kv_shared else []
 
     def _grow_feeds(self, n: int) -> None:
         # Preallocated mask / position rows: each run binds a contiguous slice, no per-step array.
@@ -214,6 +224,47 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         """Logits [n_vocab] of the last token processed (a copy to host; not for timed code).
         Only the tests call it: they check the cache path against one-shot runs with it."""
         return self._logits.numpy()[0, -1].copy()
+
+    # ---- capability "logits" (run/quality.py) ------------------------------------------------
+    @property
+    def n_vocab(self) -> int:
+        return self._n_vocab
+
+    def tokenize(self, text: str) -> list[int]:
+        raise NotImplementedError("this ONNX model has no tokenizer: score a generated stream (no --text)")
+
+    def bos_token(self) -> int | None:
+        """edgebench.bos_token_id metadata, else None (synthetic presets add no BOS)."""
+        v = self._meta.get("edgebench.bos_token_id", "")
+        return int(v) if v.lstrip("-").isdigit() and int(v) >= 0 else None
+
+    def fit_context(self, n_tokens: int) -> None:
+        """Grow the shared-buffer cache (and the mask / position rows) to pad_ctx(n_tokens); the
+        cache is then empty. A concat cache grows by itself."""
+        if n_tokens <= self._mask.shape[1]:
+            return
+        n_ctx = pad_ctx(n_tokens)
+        if self._kv_shared:
+            self._kv_bufs = self._new_kv_bufs(n_ctx)
+            self._use(self._sess)  # rebind the new buffers as past inputs and present outputs
+        self._grow_feeds(n_ctx)
+        self.reset()
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """``tokens`` as a fresh sequence, in n_batch-sized runs; every position's logits (the graph
+        computes lm_head for each) copied to host as float32. The cache holds ``tokens`` after."""
+        n, step = len(tokens), self._case.n_batch
+        self.fit_context(n)
+        self.reset()
+        out = np.empty((n, self._n_vocab), np.float32)
+        for i in range(0, n, step):
+            self._run(tokens[i:i + step])
+            out[i:i + step] = self._logits.numpy()[0]
+        return out
+
+    def step_logits(self, token: int) -> np.ndarray:
+        self._run((token,))
+        return self._logits.numpy()[0, -1].astype(np.float32)
 
     # ---- memory / versions ---------------------------------------------------------------
     def _buffer(self) -> str:

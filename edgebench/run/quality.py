@@ -123,7 +123,10 @@ def _tokens(backend, case: Case, ref_model: str, ref_sha: str, is_ref: bool, emi
             text = Path(case.quality_text).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise QualityError(f"cannot read text {case.quality_text}: {e}") from None
-        tokens = np.asarray(backend.tokenize(text), dtype=np.int32)
+        try:
+            tokens = np.asarray(backend.tokenize(text), dtype=np.int32)
+        except NotImplementedError as e:  # a model without a tokenizer: the reason is the message
+            raise QualityError(str(e)) from None
         if len(tokens) < ctx:
             raise QualityError(f"text {case.quality_text} gives {len(tokens)} tokens: too short for one chunk of "
                                f"{ctx} (use a longer text or a smaller --quality-ctx)")
