@@ -115,3 +115,31 @@ def test_a_text_fails_the_case_with_one_clear_reason(tmp_path, capsys):
     code, _, err = _run(capsys, "run", "-m", "tiny", "-q", "fp32", "--text", text, "-o", tmp_path / "out", *QUICK)
     assert code == 1
     assert "this ONNX model has no tokenizer: score a generated stream (no --text)" in " ".join(err.split())
+
+
+def test_a_gguf_reference_scores_onnx_levels_on_the_same_tokens(tmp_path, capsys, tiny_gguf):
+    """One reference for two runtimes: the GGUF runs on llama.cpp (the sweep's backend cannot read it),
+    generates the stream, and the ONNX levels are scored against it on those very tokens."""
+    from edgebench.store.database import Store
+
+    ref = tiny_gguf["F16"]
+    code, _, err = _run(capsys, "quality", "tiny", "--backend", "onnxruntime", "-q", "fp32,int8", "--quality-ref", ref,
+                        "--quality-ctx", "32", "--quality-chunks", "2", "-o", tmp_path / "out")
+    assert code == 0, err
+    store = Store(tmp_path / "out", create=False)
+    cases = store.get_cases(store.get_run("latest").run_id)
+    assert [(c["backend"], c["status"]) for c in cases] == [("llama-cpp", "ok"), ("onnxruntime", "ok"), ("onnxruntime", "ok")]
+    infos = [c["info"]["quality"] for c in cases]
+    assert infos[0]["is_reference"] and not infos[1]["is_reference"]
+    assert len({i["tokens_sha256"] for i in infos}) == 1 and len({i["ref_sha256"] for i in infos}) == 1
+    assert all(i["scored_tokens"] == 30 for i in infos)
+    # each worker's own peak, not the parent's carried over exec (they differ by runtime)
+    assert all(0 < i["peak_rss_bytes"] < 2**31 for i in infos) and len({i["peak_rss_bytes"] for i in infos}) > 1
+
+
+def test_a_reference_no_backend_can_score_is_refused(tmp_path, capsys):
+    ref = tmp_path / "model.txt"
+    ref.write_text("not a model")
+    code, _, err = _run(capsys, "quality", "tiny", "--backend", "onnxruntime", "-q", "fp32", "--quality-ref", ref,
+                        "-o", tmp_path / "out")
+    assert code == 2 and "no backend computes logits" in err and err.count("\n") == 1

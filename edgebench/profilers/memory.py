@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from edgebench.backends.base import Backend
 
 
-def _vm_hwm_bytes() -> int | None:
+def vm_hwm_bytes() -> int | None:
     """The process's peak RSS so far (Linux /proc/self/status VmHWM)."""
     try:
         with open("/proc/self/status") as f:
@@ -118,7 +118,7 @@ class MemoryProfiler(Profiler):
         for i, (t, v) in enumerate(window):
             self._samples.append(Sample(rep, phase, "rss_bytes", v, idx=i, t_ns=t))
         peak = max([v for _, v in window] + [rss_now])
-        hwm = _vm_hwm_bytes()
+        hwm = vm_hwm_bytes()
         # VmHWM is a lifetime high-water mark: it bounds the phase peak only if it grew in the phase.
         if hwm is not None and phase == "load":
             peak = max(peak, hwm)

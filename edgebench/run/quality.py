@@ -18,7 +18,6 @@ nll, nll_ref. Info "quality": where the reference came from and what was scored.
 
 from __future__ import annotations
 
-import resource
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 from edgebench.analysis import quality as qm
 from edgebench.models import quality_ref as qref
 from edgebench.models.cache import file_sha256
+from edgebench.profilers.memory import vm_hwm_bytes
 from edgebench.records import Case, Sample
 from edgebench.run import protocol as msg
 
@@ -108,7 +108,7 @@ def run_quality(backend, case: Case, emit: Callable[[msg.Message], None],
         "ref": str(ref_model), "ref_sha256": ref_sha, "is_reference": is_ref, "tokens_sha256": tok_sha,
         "text": case.quality_text, "seed": seed, "ctx": ctx, "chunks": n_chunks, "top_k": k,
         "scored_tokens": n_chunks * per_chunk, "bos_replaced": bos is not None, "ref_file": str(path),
-        "ref_file_bytes": size, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "ref_file_bytes": size, "peak_rss_bytes": _peak_rss_bytes(),
     }
     if case.quality_chunks and n_chunks < case.quality_chunks:
         info["chunks_requested"] = case.quality_chunks
@@ -197,3 +197,14 @@ def _read_ref(path: Path, ref_model: str, ref_sha: str, tok_sha: str, n_vocab: i
     if bad:
         raise QualityError(f"reference file {path.name} does not match this case ({', '.join(bad)} differ)")
     return arrays
+
+
+def _peak_rss_bytes() -> int:
+    """The worker's own peak RSS. Not getrusage's ru_maxrss: Linux carries the pre-exec high-water
+    mark (the parent's RSS when it forked the worker) into it across exec."""
+    hwm = vm_hwm_bytes()
+    if hwm is not None:
+        return hwm
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

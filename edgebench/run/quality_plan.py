@@ -75,7 +75,7 @@ def _case_file(case: Case) -> str:
 
 
 def _against_file(spec: RunSpec, planned: Planned, target: str) -> tuple[Planned, list[str]]:
-    from edgebench.backends import backend_class
+    from edgebench.backends import BACKEND_NAMES, backend_class
 
     p = Path(target).expanduser()
     if not p.exists():
@@ -89,9 +89,13 @@ def _against_file(spec: RunSpec, planned: Planned, target: str) -> tuple[Planned
         (refs if is_ref else others).append((ref, q))
     if not refs:
         suffix = "" if p.is_dir() else p.suffix.lower()
-        backend = next((b for b in spec.backends if suffix in backend_class(b).suffixes), None)
+        # the sweep's own backend first; else any that reads the file and computes logits, so one
+        # reference (a GGUF on llama.cpp, say) scores levels of another runtime on the same tokens
+        backend = next((b for b in spec.backends if suffix in backend_class(b).suffixes), None) or next(
+            (b for b in BACKEND_NAMES if suffix in backend_class(b).suffixes and "logits" in backend_class(b).capabilities),
+            None)
         if backend is None:
-            raise InputError(f"--quality-ref {target}: not a model of {', '.join(spec.backends)}")
+            raise InputError(f"--quality-ref {target}: no backend computes logits for a {suffix or 'folder'} model")
         first = planned[0][1]
         case = dataclasses.replace(first, backend=backend, model=ref_path, preset="", source="", quant_request="",
                                    speed=False, quality_ref="")
