@@ -1,7 +1,8 @@
 """The `edgebench` command. Thin: parses, calls library functions, returns an exit code.
 
 Exit codes: 0 all good; 1 some case failed (the rest was measured and stored); 2 bad input or
-usage (one line on stderr, nothing run); 3 a regression was found by compare; 130 interrupted.
+usage (one line on stderr, nothing run); 3 a regression was found by compare; 4 compare found a
+change past the threshold it could not decide (inconclusive); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from edgebench.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_REGRESSION, InputError
+from edgebench.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, InputError
 from edgebench.run.spec import QUALITY_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
@@ -284,8 +285,9 @@ def compare(
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma list of metrics (default: throughput, tpot p50, memory, energy where present)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table|md|json|csv"),
     force: bool = typer.Option(False, "--force", help="Compare results from different devices."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="A baseline case missing, failed or skipped in CANDIDATE is no regression."),
 ) -> None:
-    """Compare CANDIDATE with BASELINE case by case; exit 3 on a significant regression."""
+    """Compare CANDIDATE with BASELINE case by case; exit 3 on a regression, 4 when inconclusive."""
     from edgebench.analysis import compare as cmp
     from edgebench.present import compare_view
 
@@ -294,7 +296,7 @@ def compare(
     if not 0 < alpha < 1:
         raise InputError(f"--alpha must be between 0 and 1, got {alpha}")
     opts = cmp.Options(threshold=cmp.parse_fraction(threshold), fail_on=cmp.parse_fail_on(fail_on), alpha=alpha,
-                       match=cmp.check_match(match), force=force,
+                       match=cmp.check_match(match), force=force, allow_missing=allow_missing,
                        metrics=tuple(cmp.metric_spec(m.strip()).name for m in (metrics or "").split(",") if m.strip()))
     res = cmp.compare(baseline, candidate, store, opts)
     if fmt == "table":
@@ -305,7 +307,7 @@ def compare(
         sys.stdout.write(compare_view.render(res, fmt))
     for w in res.warnings:
         typer.echo(f"edgebench: warning: {w}", err=True)
-    raise typer.Exit(EXIT_REGRESSION if res.regressions else EXIT_OK)
+    raise typer.Exit(res.exit_code)
 
 
 devices_app = typer.Typer(help="Device profiles: what a device is and what a fair run needs.", pretty_exceptions_enable=False)

@@ -7,5 +7,7 @@ class InputError(ValueError):
 
 
 # Exit codes of every command (DESIGN.md): 0 all good; 1 some case failed (the rest was measured
-# and stored); 2 bad input or usage; 3 a regression was found by compare; 130 interrupted.
+# and stored); 2 bad input or usage; 3 a regression was found by compare; 4 compare found a change
+# past the threshold that it could not show to be significant or noise (inconclusive); 130 interrupted.
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_INCONCLUSIVE = 4

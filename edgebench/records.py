@@ -188,7 +188,10 @@ METRICS: dict[str, Metric] = {
         Metric("load_ns", "ns", "model load + context creation, wall clock"),
         Metric("prefill_ns", "ns", "one llama_decode-equivalent over n_prompt tokens at depth, synchronized"),
         Metric("decode_step_ns", "ns", "one single-token decode step, synchronized; idx = step"),
-        Metric("weights_bytes", "bytes", "model weights as the runtime holds them; label = buffer type"),
+        Metric("weights_bytes", "bytes", "model weights, each tensor counted once (llama.cpp: totals "
+               "llama_model_size); label = buffer type it is read from"),
+        Metric("repack_bytes", "bytes", "weights held a second time in a repacked layout (llama.cpp CPU_REPACK "
+               "beside the mapped file), not in weights_bytes; label = buffer type"),
         Metric("kv_bytes", "bytes", "KV cache allocated for n_ctx; label = buffer type"),
         Metric("kv_used_bytes", "bytes", "KV cache bytes for the tokens in the cache after the phase"),
         Metric("compute_bytes", "bytes", "scheduler compute buffers; label = buffer type"),
@@ -239,7 +242,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "load_ms", "prefill_tok_s", "prefill_tok_s_std", "ttft_ms", "decode_tok_s", "decode_tok_s_std",
     "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99", "prefill_cv", "decode_cv",
     "weights_bytes", "kv_bytes", "kv_used_bytes", "compute_bytes", "rss_peak_bytes", "gpu_peak_bytes",
-    "kv_share", "embed_share",
+    "kv_share", "embed_share", "repack_bytes",
     "kld_mean", "kld_p99", "kld_max", "same_top_p", "delta_p_rms", "ppl", "ppl_ref", "ppl_ratio",
     "status", "error",
 )
@@ -309,6 +312,7 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
     _metric("kv_bytes", "bytes", "KV MiB", "mib", "lower", "max", exact=True, compared=True),
     _metric("compute_bytes", "bytes", "compute MiB", "mib", "lower", "max", exact=True, compared=True),
     _metric("kv_used_bytes", "bytes", "KV used MiB", "mib", "lower", "max", exact=True),
+    _metric("repack_bytes", "bytes", "repack MiB", "mib", "lower", "max", exact=True),
     _metric("rss_peak_bytes", "bytes", "peak RSS MiB", "mib", "lower", "max", compared=True),
     _metric("gpu_peak_bytes", "bytes", "GPU peak MiB", "mib", "lower", "max"),
     _metric("kv_share", "1", "KV share", "pct"), _metric("embed_share", "1", "embed share", "pct"),

@@ -120,9 +120,17 @@ def _subset(src: Path, dst: Path, reps: int) -> str:
 def test_too_few_reps_cannot_show_significance(tmp_path, capsys):
     base, slow = _subset(GOLDEN / "base", tmp_path / "b", 3), _subset(GOLDEN / "slow10", tmp_path / "s", 3)
     code, _, err = run_cli(capsys, "compare", base, slow)
-    assert code == 0
+    assert code == 4  # issue 17: a change past the threshold that cannot be shown is inconclusive, never 0
     assert "smallest p" in err and "0.10" in err
-    assert "insignificant" in verdicts(cmp.compare(base, slow), "decode_tok_s")
+    assert verdicts(cmp.compare(base, slow), "decode_tok_s") == {"inconclusive"}
+    # noise within the threshold stays ok (exit 0) even with 3 reps
+    assert run_cli(capsys, "compare", base, _subset(GOLDEN / "rerun", tmp_path / "r", 3))[0] == 0
+    # one rep per side: no test at all; before issue 17 a single value counted as "exact"
+    b1, s1 = _subset(GOLDEN / "base", tmp_path / "b1", 1), _subset(GOLDEN / "slow10", tmp_path / "s1", 1)
+    res = cmp.compare(b1, s1)
+    dec = [r for r in res.rows if r.metric == "decode_tok_s"]
+    assert {r.test for r in dec} == {"none"} and {r.verdict for r in dec} == {"inconclusive"}
+    assert res.exit_code == 4 and run_cli(capsys, "compare", b1, s1)[0] == 4
 
 
 def test_csv_files_as_sides(tmp_path, capsys):
@@ -249,3 +257,136 @@ def test_a_candidate_whose_kld_regressed_fails_the_gate(tmp_path, capsys):
     code, _, err = run_cli(capsys, "compare", "q-base", "q-worse", "--store", tmp_path / "store", "--fail-on",
                            "kld_mean:20%")
     assert code == 3, err
+
+
+# -- issue 17 part 3: a gate that cannot pass by accident --------------------------------------
+def _drop_case(src: Path, dst: Path, case_id: int, status: str | None) -> str:
+    """A copy of a run folder where case ``case_id`` did not succeed (``status``, e.g. failed or
+    skipped, with an error) or is gone altogether (None)."""
+    dst.mkdir(parents=True)
+    doc = json.loads((src / "run.json").read_text())
+    if status is None:
+        doc["cases"] = [c for c in doc["cases"] if c["case_id"] != case_id]
+    else:
+        for c in doc["cases"]:
+            if c["case_id"] == case_id:
+                c["status"], c["error"] = status, "oom: killed by SIGKILL (out of memory)"
+    (dst / "run.json").write_text(json.dumps(doc))
+    s = pd.read_csv(src / "samples.csv")
+    s[s["case_id"] != case_id].to_csv(dst / "samples.csv", index=False)
+    return str(dst)
+
+
+@pytest.mark.parametrize("status", ["failed", "skipped", None])
+def test_a_case_lost_in_the_candidate_is_a_regression(tmp_path, capsys, status):
+    cand = _drop_case(GOLDEN / "rerun", tmp_path / "c", 0, status)
+    code, out, err = run_cli(capsys, "compare", g("base"), cand, "--format", "json")
+    assert code == 3, err
+    doc = json.loads(out)
+    lost = [r for r in doc["rows"] if r["status"] != "ok"]
+    assert len(lost) == 1 and lost[0]["verdict"] == "regression" and lost[0]["metric"] == "case"
+    assert lost[0]["status"] == (status or "missing")
+    assert ("SIGKILL" in lost[0]["reason"]) if status else ("no such case" in lost[0]["reason"])
+    assert {r["verdict"] for r in doc["rows"] if r["status"] == "ok"} == {"ok"}  # the rest is the rerun
+    for fmt in ("table", "md", "csv"):
+        code, out, _ = run_cli(capsys, "compare", g("base"), cand, "--format", fmt)
+        assert code == 3 and (status or "missing") in out, fmt
+    assert "missing, failed or skipped" in run_cli(capsys, "compare", g("base"), cand)[1]
+    code, out, _ = run_cli(capsys, "compare", g("base"), cand, "--allow-missing", "--format", "json")
+    assert code == 0
+    assert [r["verdict"] for r in json.loads(out)["rows"] if r["status"] != "ok"] == ["missing"]
+
+
+def test_a_candidate_with_only_failed_cases_fails_the_gate(tmp_path, capsys):
+    doc = json.loads((GOLDEN / "base" / "run.json").read_text())
+    cand = tmp_path / "c"
+    cand.mkdir()
+    for c in doc["cases"]:
+        c["status"], c["error"] = "failed", "crash: SIGSEGV"
+    (cand / "run.json").write_text(json.dumps(doc))
+    s = pd.read_csv(GOLDEN / "base" / "samples.csv")
+    s[s["metric"] == "nothing"].to_csv(cand / "samples.csv", index=False)
+    code, out, err = run_cli(capsys, "compare", g("base"), cand, "--format", "json")
+    assert code == 3, err
+    rows = json.loads(out)["rows"]
+    assert rows and {r["status"] for r in rows} == {"failed"} and {r["verdict"] for r in rows} == {"regression"}
+
+
+def _tpot_side(tmp_path: Path, name: str, hits: list[float]) -> str:
+    """A run folder of one case, 5 reps x 64 decode steps of ~10 ms; rep i's steps are slowed to
+    ~618 ms for the fraction hits[i] of its steps (a CPU hog hitting some reps)."""
+    import numpy as np
+
+    rng = np.random.default_rng(len(name) + int(10 * sum(hits)))
+    src = json.loads((GOLDEN / "base" / "run.json").read_text())
+    case = dict(src["cases"][0], case_id=0, status="ok", error="")
+    run_id = f"tpot-{name}"
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "run.json").write_text(json.dumps({**src, "run_id": run_id, "cases": [case]}))
+    n_gen = 64
+    rows = []
+    for rep, hit in enumerate(hits):
+        rows.append((run_id, 0, rep, "prefill", "prefill_ns", 50e6 * rng.normal(1, 0.005), "", 0, ""))
+        slow = rng.random(n_gen) < hit
+        for i in range(n_gen):
+            ms = (618 if slow[i] else 10) * rng.normal(1, 0.01)
+            rows.append((run_id, 0, rep, "decode", "decode_step_ns", ms * 1e6, "", i, ""))
+    cols = ["run_id", "case_id", "rep", "phase", "metric", "value", "label", "idx", "t_ns"]
+    pd.DataFrame(rows, columns=cols).to_csv(tmp_path / name / "samples.csv", index=False)
+    return str(tmp_path / name)
+
+
+@pytest.mark.parametrize("hits", [[0, 0, 1, 1, 1], [1, 0, 0.6, 1, 0], [0, 1, 0, 0.7, 1]])
+def test_a_cpu_hog_hitting_some_reps_is_not_passed(tmp_path, capsys, hits):
+    """Issue 17: TPOT p50 10 ms -> 618 ms at -r 5, the hog hitting only some reps: Mann-Whitney p 0.15
+    called it "insignificant" and compare exited 0."""
+    base = _tpot_side(tmp_path, "base", [0, 0, 0, 0, 0])
+    cand = _tpot_side(tmp_path, "cand", hits)
+    res = cmp.compare(base, cand, opts=cmp.Options(metrics=("tpot_ms_p50",)))
+    (row,) = res.rows
+    assert row.candidate / row.baseline > 50 and row.test == "permutation"
+    # whole reps are the unit, so 3 hit reps of 5 can rarely be proven (p >= 0.05 unless the two
+    # unhit reps also happen to be the slowest normal ones) ... but the gate never passes them
+    assert row.verdict == ("regression" if row.p_value < 0.05 else "inconclusive")
+    assert res.exit_code == (3 if row.p_value < 0.05 else 4)
+    code, out, err = run_cli(capsys, "compare", base, cand, "--metrics", "tpot_ms_p50")
+    assert code == res.exit_code and row.verdict in out, err
+    assert run_cli(capsys, "compare", base, cand)[0] in (3, 4)  # decode tok/s too: never 0
+    # every rep hit: proven (exact permutation p 2/252)
+    full = _tpot_side(tmp_path, "full", [1, 1, 1, 1, 1])
+    res = cmp.compare(base, full, opts=cmp.Options(metrics=("tpot_ms_p50",)))
+    assert res.rows[0].verdict == "regression" and res.rows[0].p_value == pytest.approx(2 / 252)
+    assert run_cli(capsys, "compare", base, full)[0] == 3
+    # the same side against itself is ok
+    assert run_cli(capsys, "compare", base, base)[0] == 0
+
+
+def test_permutation_and_fdr_helpers():
+    import numpy as np
+
+    b, c = np.array([10.0, 10.1, 9.9, 10.2, 9.8]), np.array([11.0, 11.1, 10.9, 11.2, 10.8])
+    assert cmp.permutation_p(b, c) == pytest.approx(2 / 252)
+    assert cmp.permutation_p(b, b.copy()) == 1.0
+    q = cmp.benjamini_hochberg([0.01, 0.04, 0.03, 0.5])
+    assert q == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
+    assert cmp.benjamini_hochberg([]) == []
+
+
+def test_the_false_discovery_rate_is_controlled_and_said(capsys):
+    code, out, _ = run_cli(capsys, "compare", g("base"), g("slow10"), "--format", "json")
+    doc = json.loads(out)
+    assert code == 3 and doc["fdr"] == "benjamini-hochberg" and "Benjamini-Hochberg" in doc["summary"]
+    tested = [r for r in doc["rows"] if r["p_value"] is not None]
+    assert tested and all(r["p_adjusted"] >= r["p_value"] for r in tested)
+    assert "false discovery rate" in run_cli(capsys, "compare", g("base"), g("slow10"))[1]
+
+
+def test_one_rep_has_unknown_spread():
+    import numpy as np
+
+    from edgebench.analysis import per_rep
+    from edgebench.analysis.summary import _summary_values
+
+    assert per_rep.spread("decode_tok_s", {"decode_tok_s": np.array([5.0])}) is None
+    v = _summary_values({"decode_tok_s": np.array([5.0]), "prefill_tok_s": np.array([50.0])})
+    assert v["decode_tok_s_std"] is None and v["decode_cv"] is None and v["prefill_cv"] is None

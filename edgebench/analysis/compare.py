@@ -6,9 +6,21 @@ summary/samples CSV file, loaded by edgebench.compare_sides. Cases are joined on
 (mean, median or max over reps). The baseline and candidate columns are each side's center of the
 per-rep values (edgebench.analysis.per_rep: the very numbers the summary shows), the ratio is
 theirs. A change is a *regression* only when it is worse than its threshold AND statistically
-significant on the raw per-rep values: a two-sided Mann-Whitney U test (p < alpha) whose verdict a
-bootstrap confidence interval of the ratio of centers agrees with (the interval excludes 1).
-Deterministic metrics (buffer sizes) have no noise, so any change past the threshold is real.
+significant on the raw per-rep values: a two-sided Mann-Whitney U test whose verdict a bootstrap
+confidence interval of the ratio of centers agrees with (the interval excludes 1). TPOT percentiles
+are tested by rep: each rep's percentile of its steps is the statistic, and an exact permutation test
+moves whole reps between the sides (the steps of one rep are not independent), its CI the bootstrap
+by rep. The false discovery rate across the table is controlled: a row is significant when its
+Benjamini-Hochberg adjusted p (over all tested rows) is below alpha. Deterministic metrics (buffer
+sizes) have no noise, so any change past the threshold is real.
+
+A change past the threshold that is not significant is *inconclusive* (compare exits 4, never 0)
+when the test could not have shown it: no test (one rep on a side, no std in a summary), too few
+reps for the smallest possible p to be below alpha, or a worse change that only some candidate reps
+show, past the threshold beyond every baseline rep (an intermittent slowdown, e.g. a CPU hog hitting
+some reps, that more reps would prove or disprove); otherwise it is *insignificant* (noise). A
+baseline case that is missing, failed or skipped in the candidate is a regression unless
+``Options.allow_missing``.
 
 Never runs a model and never imports a backend.
 """
@@ -23,13 +35,21 @@ from typing import Any
 import numpy as np
 
 from edgebench.analysis import per_rep
-from edgebench.analysis.sides import Side, load_side, norm_key, num
-from edgebench.errors import InputError
+from edgebench.analysis.sides import Side, load_side, norm_key, num, status
+from edgebench.analysis.significance import (  # noqa: F401  (re-exported: compare's statistics)
+    BOOTSTRAP_N,
+    BOOTSTRAP_SEED,
+    PERMUTATIONS_MAX,
+    benjamini_hochberg,
+    bootstrap_ratio_ci,
+    min_mannwhitney_p,
+    permutation_p,
+)
+from edgebench.analysis.significance import test_from_summary as _test_from_summary
+from edgebench.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, InputError
 from edgebench.records import FIELDS, KEY_FIELDS, case_label
 
-VERDICTS = ("regression", "improved", "insignificant", "ok")
-BOOTSTRAP_N = 2000
-BOOTSTRAP_SEED = 0  # fixed: the same inputs give the same table (CI logs must be reproducible)
+VERDICTS = ("regression", "inconclusive", "improved", "insignificant", "ok", "missing")
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,7 @@ class Options:
     match: tuple[str, ...] = ()  # key fields left out of the join (e.g. "model")
     metrics: tuple[str, ...] = ()  # () = DEFAULT_METRICS + the --fail-on ones
     force: bool = False  # compare results from different devices
+    allow_missing: bool = False  # a baseline case missing, failed or skipped in the candidate is no regression
 
 
 @dataclass
@@ -66,25 +87,31 @@ class Row:
     label: str
     metric: str
     unit: str
-    baseline: float
-    candidate: float
-    ratio: float  # candidate / baseline
-    change: float  # candidate / baseline - 1 (fraction); the metric's direction says if that is better
+    baseline: float | None  # None on a case row (status != "ok": the candidate has no value)
+    candidate: float | None
+    ratio: float | None  # candidate / baseline
+    change: float | None  # candidate / baseline - 1 (fraction); the metric's direction says if that is better
     ci_low: float | None
     ci_high: float | None
     p_value: float | None
-    test: str  # mannwhitney | welch | exact | none
+    test: str  # mannwhitney | permutation | welch | exact | none
     n_baseline: int
     n_candidate: int
     threshold: float
     verdict: str
+    status: str = "ok"  # the candidate case's status: ok, failed, skipped, ... or missing (no such case)
+    reason: str = ""  # why the candidate case did not succeed (its error)
+    p_adjusted: float | None = None  # Benjamini-Hochberg over the table's tested rows
+    reachable: bool = field(default=True, repr=False)  # the test could give p < alpha with these reps
+    intermittent: bool = field(default=False, repr=False)  # some candidate reps worse past the threshold
 
     def to_dict(self) -> dict[str, Any]:
         return {**{f"key_{k}": v for k, v in self.key.items()}, "case": self.label, "metric": self.metric,
                 "unit": self.unit, "baseline": self.baseline, "candidate": self.candidate, "ratio": self.ratio,
                 "change": self.change, "ci_low": self.ci_low, "ci_high": self.ci_high, "p_value": self.p_value,
-                "test": self.test, "n_baseline": self.n_baseline, "n_candidate": self.n_candidate,
-                "threshold": self.threshold, "verdict": self.verdict}
+                "p_adjusted": self.p_adjusted, "test": self.test, "n_baseline": self.n_baseline,
+                "n_candidate": self.n_candidate, "threshold": self.threshold, "verdict": self.verdict,
+                "status": self.status, "reason": self.reason}
 
 
 @dataclass
@@ -98,6 +125,24 @@ class Result:
     @property
     def regressions(self) -> int:
         return sum(r.verdict == "regression" for r in self.rows)
+
+    @property
+    def inconclusive(self) -> int:
+        return sum(r.verdict == "inconclusive" for r in self.rows)
+
+    @property
+    def not_ok(self) -> list[Row]:
+        """Case rows: baseline cases missing, failed or skipped in the candidate."""
+        return [r for r in self.rows if r.status != "ok"]
+
+    @property
+    def tested(self) -> int:
+        return sum(r.p_value is not None for r in self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        """3 on any regression, else 4 on any inconclusive change past the threshold, else 0."""
+        return EXIT_REGRESSION if self.regressions else EXIT_INCONCLUSIVE if self.inconclusive else EXIT_OK
 
     def counts(self) -> dict[str, int]:
         return {v: sum(r.verdict == v for r in self.rows) for v in VERDICTS}
@@ -144,66 +189,60 @@ def check_match(fields: str | None) -> tuple[str, ...]:
 
 
 # -- statistics ---------------------------------------------------------------------------------
-def min_mannwhitney_p(n1: int, n2: int) -> float:
-    """The smallest two-sided p an exact Mann-Whitney U test can give with n1 and n2 values."""
-    return min(1.0, 2.0 / math.comb(n1 + n2, n1)) if n1 and n2 else 1.0
-
-
-def bootstrap_ratio_ci(base: np.ndarray, cand: np.ndarray, alpha: float, metric: str) -> tuple[float, float]:
-    """Percentile bootstrap CI of center(cand) / center(base) (``metric``'s center rule),
-    resampling reps on each side."""
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    b = per_rep.center(metric, base[rng.integers(0, base.size, (BOOTSTRAP_N, base.size))], axis=1)
-    c = per_rep.center(metric, cand[rng.integers(0, cand.size, (BOOTSTRAP_N, cand.size))], axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = c / b
-    lo, hi = np.nanpercentile(ratios, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(lo), float(hi)
-
-
 def _test(spec: MetricSpec, base: np.ndarray, cand: np.ndarray, alpha: float):
-    """(p, ci_low, ci_high, test name, significant) for one metric of one case."""
+    """(p, ci_low, ci_high, test name, significant before the FDR control) for one metric of one case."""
     from scipy import stats as st
 
     bc, cc = per_rep.center(spec.name, base), per_rep.center(spec.name, cand)
     ratio = cc / bc
-    constant = np.ptp(base) == 0 and np.ptp(cand) == 0
+    constant = base.size > 1 and cand.size > 1 and np.ptp(base) == 0 and np.ptp(cand) == 0
     if spec.exact or constant:
         # No noise on either side: the change is exactly what was measured.
         return None, ratio, ratio, "exact", bool(bc != cc)
     if base.size < 2 or cand.size < 2:
         return None, None, None, "none", False
-    p = float(st.mannwhitneyu(base, cand, alternative="two-sided").pvalue)
+    if spec.name.startswith("tpot_ms_p") and base.min() > 0 and cand.min() > 0:
+        p, test = permutation_p(base, cand), "permutation"
+    else:
+        p, test = float(st.mannwhitneyu(base, cand, alternative="two-sided").pvalue), "mannwhitney"
     lo, hi = bootstrap_ratio_ci(base, cand, alpha, spec.name)
-    return p, lo, hi, "mannwhitney", p < alpha and not (lo <= 1.0 <= hi)
+    return p, lo, hi, test, p < alpha and not (lo <= 1.0 <= hi)
 
 
-def _test_from_summary(base: tuple, cand: tuple, alpha: float):
-    """Welch's t-test and a delta-method CI from (center, std, n) when no raw samples exist (the
-    summary's center stands in for the mean: for mean-centered metrics, the ones with a std column,
-    it is the mean)."""
-    from scipy import stats as st
-
-    (mb, sb, nb), (mc, sc, nc) = base, cand
-    if sb is None or sc is None or nb < 2 or nc < 2:
-        return None, None, None, "none", False
-    if sb == 0 and sc == 0:
-        return None, mc / mb, mc / mb, "exact", bool(mb != mc)
-    p = float(st.ttest_ind_from_stats(mc, sc, nc, mb, sb, nb, equal_var=False).pvalue)
-    r = mc / mb
-    se = r * math.sqrt((sc ** 2 / nc) / mc ** 2 + (sb ** 2 / nb) / mb ** 2)
-    z = float(st.norm.ppf(1 - alpha / 2))
-    lo, hi = r - z * se, r + z * se
-    return p, lo, hi, "welch", p < alpha and not (lo <= 1.0 <= hi)
+def _intermittent(spec: MetricSpec, base: np.ndarray, cand: np.ndarray, threshold: float) -> bool:
+    """Some candidate reps are worse than every baseline rep by more than the threshold."""
+    if spec.higher_is_better:
+        return bool((cand < base.min() * (1 - threshold)).any())
+    return bool((cand > base.max() * (1 + threshold)).any())
 
 
-def _verdict(better: float, threshold: float, significant: bool) -> str:
-    """``better``: the relative change signed so that > 0 is an improvement."""
+def _verdict(better: float, threshold: float, significant: bool, conclusive: bool = True) -> str:
+    """``better``: the relative change signed so that > 0 is an improvement; ``conclusive``: the
+    test could have shown a change of this kind (module docstring)."""
     if abs(better) <= threshold:
         return "ok"
     if not significant:
-        return "insignificant"
+        return "insignificant" if conclusive else "inconclusive"
     return "improved" if better > 0 else "regression"
+
+
+def _finish(rows: list[Row], alpha: float) -> None:
+    """Benjamini-Hochberg over the tested rows, then each metric row's verdict."""
+    tested = [r for r in rows if r.p_value is not None]
+    for r, q in zip(tested, benjamini_hochberg([r.p_value for r in tested])):
+        r.p_adjusted = q
+    for r in rows:
+        if r.status != "ok":
+            continue
+        if r.test == "exact":
+            significant = r.ratio != 1.0
+        elif r.p_adjusted is None:
+            significant = False
+        else:
+            significant = r.p_adjusted < alpha and not (r.ci_low <= 1.0 <= r.ci_high)
+        better = r.change if METRIC_SPECS[r.metric].higher_is_better else -r.change
+        conclusive = r.reachable and not (better < 0 and r.intermittent)
+        r.verdict = _verdict(better, r.threshold, significant, conclusive)
 
 
 # -- joining ------------------------------------------------------------------------------------
@@ -212,9 +251,9 @@ def _key_fields(opts: Options) -> tuple[str, ...]:
     return tuple(k for k in KEY_FIELDS if k not in drop)
 
 
-def _index(side: Side, fields: tuple[str, ...], warnings: list[str]) -> dict[tuple, dict]:
+def _index(side: Side, fields: tuple[str, ...], warnings: list[str], rows=None) -> dict[tuple, dict]:
     out: dict[tuple, dict] = {}
-    for row in side.rows:
+    for row in side.rows if rows is None else rows:
         k = tuple(norm_key(row.get(f)) for f in fields)
         if k in out:
             warnings.append(f"{side.name}: case {row.get('case_id')} repeats the key of case "
@@ -250,6 +289,8 @@ def compare(baseline: str, candidate: str, store: str | Path = "reports", opts: 
     unknown inputs, different devices (unless ``opts.force``) and when no case matches."""
     opts = opts or Options()
     base, cand = load_side(baseline, store), load_side(candidate, store)
+    if not base.rows:
+        raise InputError(f"{base.name} has no successful case to compare")
     warnings: list[str] = []
     bdev, cdev = base.devices(), cand.devices()
     if bdev != cdev and not opts.force:
@@ -258,21 +299,35 @@ def compare(baseline: str, candidate: str, store: str | Path = "reports", opts: 
                          f"(use --force to compare anyway)")
     fields = _key_fields(opts)
     bidx, cidx = _index(base, fields, warnings), _index(cand, fields, warnings)
+    cbad = _index(cand, fields, [], cand.not_ok)
     common = [k for k in bidx if k in cidx]
-    if not common:
+    lost = {k: _not_ok_match(k, cbad) for k in bidx if k not in cidx}
+    if not common and not any(lost.values()):
         raise InputError(_no_match_message(base, cand, fields))
-    for side, idx in ((base, bidx), (cand, cidx)):
-        missing = len(idx) - len(common)
-        if missing:
-            warnings.append(f"{missing} case(s) of {side.name} have no match on the other side and are not compared")
-    varying = {f for i, f in enumerate(fields) if len({k[i] for k in common}) > 1}
+    extra = len(cidx) - len(common)
+    if extra:
+        warnings.append(f"{extra} case(s) of {cand.name} have no match on the other side and are not compared")
+    if lost:
+        warnings.append(f"{len(lost)} case(s) of {base.name} did not succeed in {cand.name} (missing, failed or "
+                        f"skipped): " + ("allowed by --allow-missing" if opts.allow_missing else
+                                         "each is a regression (--allow-missing accepts them)"))
+    varying = {f for i, f in enumerate(fields) if len({k[i] for k in list(bidx)}) > 1}
     names = opts.metrics or tuple(dict.fromkeys(DEFAULT_METRICS + tuple(opts.fail_on)))
     specs = [metric_spec(m) for m in names]
     rows: list[Row] = []
     few_reps: set[tuple[int, int]] = set()
-    for k in common:
-        brow, crow = bidx[k], cidx[k]
+    for k in bidx:
+        brow, crow = bidx[k], cidx.get(k)
         key = dict(zip(fields, k))
+        if crow is None:
+            bad = lost[k] or {}
+            label = _label(key, varying, str(brow.get("model")), str(bad.get("model") or brow.get("model")))
+            st = status(bad) if bad else "missing"
+            reason = str(bad.get("error") or "") if bad else f"no such case in {cand.name}"
+            rows.append(Row(key, label, "case", "", None, None, None, None, None, None, None, "none",
+                            int(num(brow.get("reps")) or 0), 0, 0.0,
+                            "missing" if opts.allow_missing else "regression", st, reason))
+            continue
         label = _label(key, varying, str(brow.get("model")), str(crow.get("model")))
         bvals, cvals = _rep_values(base, brow), _rep_values(cand, crow)
         for spec in specs:
@@ -283,9 +338,21 @@ def compare(baseline: str, candidate: str, store: str | Path = "reports", opts: 
         warnings.append(f"with {nb} vs {nc} reps the smallest p a Mann-Whitney test can give is "
                         f"{min_mannwhitney_p(nb, nc):.2f} >= alpha {opts.alpha:g}: no change can be shown to be "
                         f"significant; measure with -r 5 or more")
-    if not rows:
+    if common and not any(r.status == "ok" for r in rows):
         raise InputError(f"no metric to compare: none of {', '.join(names)} is present on both sides")
+    _finish(rows, opts.alpha)
     return Result(base.name, cand.name, rows, warnings, opts)
+
+
+def _not_ok_match(key: tuple, bad: dict[tuple, dict]) -> dict | None:
+    """The candidate's row of a case that did not succeed, on the full key, or else on the key fields
+    that row has (a case that failed before its model loaded may lack the model's quant)."""
+    if key in bad:
+        return bad[key]
+    for k, row in bad.items():
+        if all(b == "" or a == b for a, b in zip(key, k)):
+            return row
+    return None
 
 
 def _compare_metric(spec: MetricSpec, key, label, brow, crow, bvals, cvals, opts: Options,
@@ -296,8 +363,10 @@ def _compare_metric(spec: MetricSpec, key, label, brow, crow, bvals, cvals, opts
         if per_rep.center(spec.name, b) == 0:
             return None
         p, lo, hi, test, significant = _test(spec, b, c, opts.alpha)
-        if test == "mannwhitney" and min_mannwhitney_p(b.size, c.size) >= opts.alpha:
+        reachable = test == "exact" or (test != "none" and min_mannwhitney_p(b.size, c.size) < opts.alpha)
+        if test in ("mannwhitney", "permutation") and not reachable:
             few_reps.add((b.size, c.size))
+        intermittent = test in ("mannwhitney", "permutation") and _intermittent(spec, b, c, thr)
         bm, cm = float(per_rep.center(spec.name, b)), float(per_rep.center(spec.name, c))
         nb, nc = b.size, c.size
     else:  # summary rows only (no raw samples on one side)
@@ -310,7 +379,9 @@ def _compare_metric(spec: MetricSpec, key, label, brow, crow, bvals, cvals, opts
             p, lo, hi, test, significant = None, cm / bm, cm / bm, "exact", bm != cm
         else:
             p, lo, hi, test, significant = _test_from_summary((bm, bs, nb), (cm, cs, nc), opts.alpha)
+        reachable, intermittent = test != "none", False
     ratio = cm / bm
     better = (ratio - 1) if spec.higher_is_better else (1 - ratio)
+    # the verdict before the FDR control; _finish sets the final one
     return Row(key, label, spec.name, spec.unit, bm, cm, ratio, ratio - 1, lo, hi, p, test, nb, nc, thr,
-               _verdict(better, thr, significant))
+               _verdict(better, thr, significant), reachable=reachable, intermittent=intermittent)

@@ -12,7 +12,8 @@ load samples have rep -1):
   decode_tok_s = n_gen / the sum of the rep's step times (never total minus prefill)
   tpot_ms_pXX = the XXth percentile (linear interpolation) of the rep's step times
   load_ms = each load (one per case)
-  weights / kv / compute_bytes = once per case: the sum over buffer types of each type's largest value
+  weights / kv / compute / repack_bytes = once per case: the sum over buffer types of each type's
+      largest value (weights count each tensor once; repack_bytes is the repacked copy on top)
   kv_used_bytes = the largest cache fill seen in the rep's decode phase
   rss_peak_bytes, gpu_peak_bytes = the rep's peak, or the load peak where that is higher (the
       process holds what loading made it hold); GPU from the NVML timeline where no peak was reported
@@ -52,11 +53,11 @@ def case_value(name: str, values: dict[str, np.ndarray]) -> float | None:
 
 
 def spread(name: str, values: dict[str, np.ndarray]) -> float | None:
-    """Standard deviation over reps (ddof 1; 0 for one rep), None where not measured."""
+    """Standard deviation over reps (ddof 1); None where not measured and for one rep (unknown, not 0)."""
     v = values.get(name)
-    if v is None or not v.size:
+    if v is None or v.size < 2:
         return None
-    return float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return float(v.std(ddof=1))
 
 
 def phase_energy(s: pd.DataFrame, phase: str) -> pd.Series:
@@ -104,7 +105,7 @@ def rep_values(s: pd.DataFrame | None, n_prompt: int, n_gen: int) -> dict[str, n
             out["decode_tok_s"] = n_gen / (steps.sum().to_numpy(dtype=float) / 1e9)
         for q in TPOT_PERCENTILES:
             out[f"tpot_ms_p{q}"] = steps.quantile(q / 100).to_numpy(dtype=float) / 1e6
-    for m in ("weights_bytes", "kv_bytes", "compute_bytes"):
+    for m in ("weights_bytes", "kv_bytes", "compute_bytes", "repack_bytes"):
         v = _per_case_bytes(s, m)
         if v is not None:
             out[m] = v

@@ -42,15 +42,17 @@ def norm_key(v: Any) -> str:
 
 @dataclass
 class Side:
-    """One side of a comparison: its successful cases' summary rows and, when known, raw samples."""
+    """One side of a comparison: its successful cases' summary rows, the rows of its cases that did
+    not succeed (failed: crash, OOM, timeout; skipped: projected not to fit), and, when known, raw samples."""
 
     name: str
     rows: list[dict[str, Any]]
     samples: Any = None  # pandas DataFrame of Sample rows with run_id, case_id; None for summary-only
+    not_ok: list[dict[str, Any]] = field(default_factory=list)  # status != "ok"; "status" and "error" say why
     _by_case: dict = field(default_factory=dict, repr=False)
 
     def devices(self) -> set[str]:
-        return {str(r.get("device")) for r in self.rows}
+        return {str(r.get("device")) for r in self.rows + self.not_ok}
 
     def case_samples(self, row: dict[str, Any]):
         if self.samples is None or not len(self.samples):
@@ -60,11 +62,15 @@ class Side:
         return self._by_case.get((str(row.get("run_id")), int(num(row.get("case_id")) or 0)))
 
 
+def status(row: dict[str, Any]) -> str:
+    return str(row.get("status") or "ok")
+
+
 def _side(name: str, rows: list[dict[str, Any]], samples) -> Side:
-    ok = [r for r in rows if str(r.get("status") or "ok") == "ok"]
-    if not ok:
-        raise InputError(f"{name} has no successful case to compare")
-    return Side(name, ok, samples)
+    ok = [r for r in rows if status(r) == "ok"]
+    if not rows:
+        raise InputError(f"{name} has no case to compare")
+    return Side(name, ok, samples, [r for r in rows if status(r) != "ok"])
 
 
 def _read_samples(path: Path):
@@ -111,7 +117,8 @@ def _from_csv(path: Path, name: str) -> Side:
         if (path.parent / "run.json").is_file():
             return _from_run_json(path.parent / "run.json", path, name)
         if (path.parent / "summary.csv").is_file():
-            return _side(name, _from_csv(path.parent / "summary.csv", name).rows, _read_samples(path))
+            keys = _from_csv(path.parent / "summary.csv", name)
+            return _side(name, keys.rows + keys.not_ok, _read_samples(path))
         raise InputError(f"{path} holds raw samples but no case keys: pass its run folder, or keep "
                          f"run.json or summary.csv next to it")
     if "case_id" not in header or "device" not in header:

@@ -35,7 +35,8 @@ def _summary_values(v: dict[str, np.ndarray]) -> dict[str, Any]:
 
 _TIMING = ("load_ms", "prefill_tok_s", "prefill_tok_s_std", "ttft_ms", "decode_tok_s", "decode_tok_s_std",
            "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99", "prefill_cv", "decode_cv")
-_MEMORY = ("weights_bytes", "kv_bytes", "compute_bytes", "kv_used_bytes", "rss_peak_bytes", "gpu_peak_bytes")
+_MEMORY = ("weights_bytes", "kv_bytes", "compute_bytes", "kv_used_bytes", "rss_peak_bytes", "gpu_peak_bytes",
+           "repack_bytes")
 
 
 def timing_summary(s, n_prompt: int, n_gen: int) -> dict[str, Any]:
@@ -50,6 +51,7 @@ def memory_summary(s, info: dict[str, Any], values: dict[str, np.ndarray] | None
     """Buffer sizes (once per case), the peaks (max over reps, load included) and the shares."""
     v = per_rep.rep_values(s, 0, 0) if values is None else values
     out: dict[str, Any] = {m: per_rep.case_value(m, v) for m in _MEMORY}
+    # Weights counted once (weights_bytes); the repacked copy (repack_bytes) is not added.
     weights, kv, compute = out["weights_bytes"], out["kv_bytes"], out["compute_bytes"]
     total = sum(x for x in (weights, kv, compute) if x)
     out["kv_share"] = kv / total if kv and total else None

@@ -51,12 +51,16 @@ class ModelInfo(ModelShape):
 @dataclass(frozen=True)
 class MemoryInfo:
     """Bytes as the runtime sees them. ``*_by_buffer`` split each figure per buffer type
-    (e.g. {"CPU": ..., "CUDA0": ...}); the totals are their sums."""
+    (e.g. {"CPU": ..., "CUDA0": ...}); the totals are their sums. Weights count each tensor once
+    (where it is read from: llama.cpp's total is llama_model_size); ``repack_by_buffer`` is memory
+    on top of them: tensors held a second time in a runtime-specific layout (llama.cpp's
+    CPU_REPACK while the mapped file keeps the originals), never part of weights_bytes."""
 
     weights_by_buffer: dict[str, int]
     kv_by_buffer: dict[str, int]
     compute_by_buffer: dict[str, int]
     output_by_buffer: dict[str, int] = field(default_factory=dict)
+    repack_by_buffer: dict[str, int] = field(default_factory=dict)
 
     @property
     def weights_bytes(self) -> int:
@@ -69,6 +73,10 @@ class MemoryInfo:
     @property
     def compute_bytes(self) -> int:
         return sum(self.compute_by_buffer.values())
+
+    @property
+    def repack_bytes(self) -> int:
+        return sum(self.repack_by_buffer.values())
 
 
 class Backend(ABC):

@@ -2,50 +2,24 @@
 
 Measurement follows llama-bench: random token ids, llama_batch_get_one, one llama_decode per
 n_batch chunk, llama_synchronize before returning. The runtime's memory figures come from
-llama.cpp's own log lines (no public API reports buffer sizes), parsed by parse_buffer_sizes().
+llama.cpp's own log lines (no public API reports buffer sizes), parsed by parse_buffer_sizes();
+the weights are counted once, as llama_model_size counts them (llama_memory.split_weights).
 """
 
 from __future__ import annotations
 
 import ctypes
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from edgebench.backends.base import Backend, MemoryInfo, ModelInfo, OpEvent, OpTracer
+from edgebench.backends.llama_memory import parse_buffer_sizes, split_weights
 from edgebench.errors import InputError
 from edgebench.models.quant_levels import GGUF_QUANTS, QuantLevels
 from edgebench.records import Case, pad_ctx
 
 _FLASH_ATTN = {"auto": "LLAMA_FLASH_ATTN_TYPE_AUTO", "on": "LLAMA_FLASH_ATTN_TYPE_ENABLED", "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED"}
-
-# "load_tensors:   CPU_Mapped model buffer size =   123.45 MiB"
-# "llama_kv_cache:        CPU KV buffer size =     6.00 MiB"
-# "llama_context:        CPU compute buffer size =    12.34 MiB"
-# "llama_context:        CPU  output buffer size =     0.19 MiB"
-_BUF_RE = re.compile(
-    r"^\s*(?P<func>[\w:]+):\s+(?P<buf>\S+)\s+(?P<kind>model|KV|compute|output)\s+buffer size\s*=\s*(?P<mib>[\d.]+)\s*MiB"
-)
-_KIND = {"model": "weights", "KV": "kv", "compute": "compute", "output": "output"}
-
-
-def parse_buffer_sizes(lines: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Buffer sizes in bytes from llama.cpp log lines: {"weights"|"kv"|"compute"|"output": {buffer: bytes}}.
-
-    llama.cpp prints them in MiB with two decimals, so each figure is exact to +-0.005 MiB.
-    A buffer type seen twice in one kind (e.g. several KV caches) is summed. Other lines are ignored.
-    """
-    out: dict[str, dict[str, int]] = {k: {} for k in _KIND.values()}
-    for line in lines:
-        m = _BUF_RE.match(line)
-        if not m:
-            continue
-        kind = _KIND[m["kind"]]
-        b = round(float(m["mib"]) * 1024 * 1024)
-        out[kind][m["buf"]] = out[kind].get(m["buf"], 0) + b
-    return out
-
 
 class _LogCapture:
     """Routes llama.cpp's log into a list (the CLI stays readable; memory figures are parsed from it)."""
@@ -84,7 +58,7 @@ class LlamaCppBackend(Backend, OpTracer):
         self.model = None
         self.ctx = None
         self.case: Case | None = None
-        self._mem: dict[str, dict[str, int]] = {}
+        self._mem: dict[str, dict[str, int]] = {}  # parse_buffer_sizes, weights split, + "repack"
         self._one = (llama_cpp.llama_token * 1)()
         self._n_vocab = 0
         self._tracer = None  # ggml_ctypes.NodeTracer while ops tracing is on (owns the callback)
@@ -105,11 +79,12 @@ class LlamaCppBackend(Backend, OpTracer):
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {case.model}: {self._last_error(start)}")
         self.ctx = self._new_context(case)
+        size = ll.llama_model_size(self.model)
         self._mem = parse_buffer_sizes(self._log.since(start))
+        self._mem["weights"], self._mem["repack"] = split_weights(self._mem["weights"], size)
         vocab = ll.llama_model_get_vocab(self.model)
         self._n_vocab = ll.llama_vocab_n_tokens(vocab)
         n_params = ll.llama_model_n_params(self.model)
-        size = ll.llama_model_size(self.model)
         n_head = ll.llama_model_n_head(self.model)
         return ModelInfo(
             name=gi.synthetic_preset or gi.name or Path(case.model).stem,
@@ -296,7 +271,8 @@ class LlamaCppBackend(Backend, OpTracer):
         return self._ll.llama_memory_seq_pos_max(self._ll.llama_get_memory(self.ctx), 0) + 1
 
     def memory(self) -> MemoryInfo:
-        return MemoryInfo(self._mem["weights"], self._mem["kv"], self._mem["compute"], self._mem["output"])
+        m = self._mem
+        return MemoryInfo(m["weights"], m["kv"], m["compute"], m["output"], repack_by_buffer=m["repack"])
 
     def kv_used_bytes(self) -> int | None:
         kv = sum(self._mem["kv"].values())

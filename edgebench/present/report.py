@@ -91,7 +91,11 @@ def _bandwidth_gbs(run, cache: dict[tuple, float | None]) -> float | None:
 
 
 def _roofline(row: dict[str, Any], bw_gbs: float | None) -> dict[str, Any]:
-    weights = row.get("weights_bytes") or row.get("model_bytes")
+    # Each weight read once a token: weights_bytes counts every tensor once (llama.cpp: llama_model_size,
+    # the CPU_REPACK copy is repack_bytes, not read twice). Runs stored before that added the repacked
+    # copy to weights_bytes: the model's size bounds them.
+    known = [float(x) for x in (row.get("weights_bytes"), row.get("model_bytes")) if x and x == x]
+    weights = min(known) if known else None
     if not bw_gbs or not weights or not row.get("decode_tok_s"):
         return {}
     kv = row.get("kv_used_bytes") or 0.0

@@ -128,7 +128,8 @@ class MemoryProfiler(Profiler):
         if phase == "load":
             mem = self._backend.memory()
             for metric, by_buf in (("weights_bytes", mem.weights_by_buffer), ("kv_bytes", mem.kv_by_buffer),
-                                   ("compute_bytes", mem.compute_by_buffer), ("output_bytes", mem.output_by_buffer)):
+                                   ("compute_bytes", mem.compute_by_buffer), ("output_bytes", mem.output_by_buffer),
+                                   ("repack_bytes", mem.repack_by_buffer)):
                 for buf, b in by_buf.items():
                     self._samples.append(Sample(-1, "load", metric, b, label=buf))
         else:
