@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from edgebench.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, InputError
-from edgebench.run.spec import QUALITY_HELP
+from edgebench.run.spec import QUALITY_HELP, SWEEP_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Benchmark small language models on edge devices: prefill, decode, memory, ops.")
@@ -33,25 +33,29 @@ def _q(flag: str):
     return typer.Option(None, flag, help=QUALITY_HELP[flag])
 
 
+def _s(name: str, *flags: str):  # a sweep flag of `run`: repeatable, each a comma list
+    return typer.Option(None, *flags, help=SWEEP_HELP[name] + " Repeatable; comma lists work.")
+
+
 @app.command()
 def run(
     model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="GGUF/ONNX file, folder of models, or preset name (repeatable; comma lists work)."),
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant levels for presets, e.g. Q4_K_M,Q8_0 (default: the ladder)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp, onnxruntime, onnxruntime-genai (comma list)."),
-    n_prompt: Optional[str] = typer.Option(None, "-p", "--n-prompt", help="Prompt tokens (llama-bench default 512)."),
-    n_gen: Optional[str] = typer.Option(None, "-n", "--n-gen", help="Generated tokens (default 128)."),
-    depth: Optional[str] = typer.Option(None, "-d", "--depth", help="Tokens already in the cache (default 0)."),
+    n_prompt: Optional[list[str]] = _s("n_prompt", "-p", "--n-prompt"),
+    n_gen: Optional[list[str]] = _s("n_gen", "-n", "--n-gen"),
+    depth: Optional[list[str]] = _s("depth", "-d", "--depth"),
     reps: Optional[int] = typer.Option(None, "-r", "--reps", help="Repetitions (default 5)."),
-    threads: Optional[str] = typer.Option(None, "-t", "--threads", help="Threads (default: physical cores)."),
-    ctx: Optional[str] = typer.Option(None, "--ctx", help="Context size (default depth+prompt+gen, padded to 256)."),
-    batch: Optional[str] = typer.Option(None, "-b", "--batch", help="Logical batch (default 2048)."),
-    ubatch: Optional[str] = typer.Option(None, "-ub", "--ubatch", help="Physical batch (default 512)."),
-    n_gpu_layers: Optional[str] = typer.Option(None, "-ngl", "--n-gpu-layers", help="Layers on the GPU (default 99)."),
-    flash_attn: Optional[str] = typer.Option(None, "-fa", "--flash-attn", help="auto|on|off."),
-    cache_type_k: Optional[str] = typer.Option(None, "-ctk", "--cache-type-k", help="f16|q8_0|q4_0 ..."),
-    cache_type_v: Optional[str] = typer.Option(None, "-ctv", "--cache-type-v", help="f16|q8_0|q4_0 ..."),
-    ep: Optional[str] = typer.Option(None, "--ep", help="onnxruntime execution provider: cpu|cuda|tensorrt."),
-    graph_opt: Optional[str] = typer.Option(None, "--graph-opt", help="onnxruntime graph optimization: disable|basic|extended|all (default all)."),
+    threads: Optional[list[str]] = _s("threads", "-t", "--threads"),
+    ctx: Optional[list[str]] = _s("ctx", "--ctx"),
+    batch: Optional[list[str]] = _s("batch", "-b", "--batch"),
+    ubatch: Optional[list[str]] = _s("ubatch", "-ub", "--ubatch"),
+    n_gpu_layers: Optional[list[str]] = _s("n_gpu_layers", "-ngl", "--n-gpu-layers"),
+    flash_attn: Optional[list[str]] = _s("flash_attn", "-fa", "--flash-attn"),
+    cache_type_k: Optional[list[str]] = _s("cache_type_k", "-ctk", "--cache-type-k"),
+    cache_type_v: Optional[list[str]] = _s("cache_type_v", "-ctv", "--cache-type-v"),
+    ep: Optional[list[str]] = _s("ep", "--ep"),
+    graph_opt: Optional[list[str]] = _s("graph_opt", "--graph-opt"),
     profile: Optional[str] = typer.Option(None, "--profile", help="Extra profilers: ops, telemetry."),
     device: Optional[str] = typer.Option(None, "--device", help="Device profile name or 'auto'."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Run even if this machine is not --device."),
@@ -73,22 +77,19 @@ def run(
     quality_top_k: Optional[int] = _q("--quality-top-k"),
     max_kld: Optional[float] = _q("--max-kld"),
 ) -> None:
-    """Measure models and store every raw sample. With no options: the smollm-135m preset over the
-    default quant ladder at a quick size."""
+    """Measure models and store every raw sample. With no options: the smollm-135m preset over the default quant ladder at a quick size."""
     from edgebench.run import session
 
     if resume:
         raise typer.Exit(_present_run(session.resume(resume, out, store_target=store), report=not no_report))
     options = dict(
-        models=[m for arg in (model or []) for m in arg.split(",")] or None, quants=quant, backends=backend,
-        n_prompt=n_prompt, n_gen=n_gen, depth=depth, reps=reps, threads=threads, ctx=ctx, batch=batch,
-        ubatch=ubatch, n_gpu_layers=n_gpu_layers, flash_attn=flash_attn, cache_type_k=cache_type_k,
-        cache_type_v=cache_type_v, ep=ep, graph_opt=graph_opt, profile=profile, device=device, timeout=timeout,
-        cooldown=cooldown, cooldown_temp=cooldown_temp,
-        verify=False if no_verify else None, warmup=False if no_warmup else None,
-        quality=quality or None, quality_ctx=quality_ctx, quality_chunks=quality_chunks, quality_text=text,
-        quality_ref=quality_ref, quality_seed=quality_seed, quality_top_k=quality_top_k, max_kld=max_kld,
-    )
+        models=[m for arg in (model or []) for m in arg.split(",")] or None, quants=quant, backends=backend, reps=reps,
+        n_prompt=n_prompt, n_gen=n_gen, depth=depth, threads=threads, ctx=ctx, batch=batch, ubatch=ubatch,
+        n_gpu_layers=n_gpu_layers, flash_attn=flash_attn, cache_type_k=cache_type_k, cache_type_v=cache_type_v, ep=ep,
+        graph_opt=graph_opt, profile=profile, device=device, timeout=timeout, cooldown=cooldown, cooldown_temp=cooldown_temp,
+        verify=False if no_verify else None, warmup=False if no_warmup else None, quality=quality or None,
+        quality_ctx=quality_ctx, quality_chunks=quality_chunks, quality_text=text, quality_ref=quality_ref,
+        quality_seed=quality_seed, quality_top_k=quality_top_k, max_kld=max_kld)
     raise typer.Exit(_present_run(session.start(options, config, out, store_target=store), report=not no_report))
 
 

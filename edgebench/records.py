@@ -79,10 +79,12 @@ class Case:
     timeout_s: float = 900.0
 
     def __post_init__(self) -> None:
-        for name in ("n_prompt", "n_gen", "reps", "n_batch", "n_ubatch", "n_threads"):
+        for name in ("reps", "n_batch", "n_ubatch", "n_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("depth", "n_ctx"):
+        if self.n_prompt == 0 and self.n_gen == 0:  # -p 0: generation only, -n 0: prompt only (llama-bench)
+            raise ValueError("n_prompt and n_gen cannot both be 0")
+        for name in ("n_prompt", "n_gen", "depth", "n_ctx"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.n_ubatch > self.n_batch:

@@ -1,5 +1,6 @@
 """The CLI in-process (edgebench.cli.main), and once as a real process for Ctrl-C."""
 
+import csv
 import json
 import os
 import signal
@@ -77,7 +78,8 @@ def _bad_inputs(tmp_path):
         "not gguf": (["run", "-m", notgguf, "--no-report"], "not a GGUF"),
         "unknown option": (["run", "--frobnicate"], "No such option"),
         "bad int": (["run", "-m", m, "--backend", "fake", "-p", "12x"], "not a valid int"),
-        "zero count": (["run", "-m", m, "--backend", "fake", "-n", "0"], "n_gen must be >= 1"),
+        "zero count": (["run", "-m", m, "--backend", "fake", "-p", "0", "-n", "0"], "n_prompt and n_gen cannot both be 0"),
+        "negative count": (["run", "-m", m, "--backend", "fake", "-n", "-1"], "n_gen must be >= 0"),
         "negative reps": (["run", "-m", m, "--backend", "fake", "-r", "0"], "--reps must be >= 1"),
         "ctx too small": (["run", "-m", m, "--backend", "fake", "-p", "512", "--ctx", "256"], "too small"),
         "bad flash attn": (["run", "-m", m, "--backend", "fake", "-fa", "sometimes"], "flash_attn must be"),
@@ -94,7 +96,7 @@ def _bad_inputs(tmp_path):
 
 
 @pytest.mark.parametrize("name", [
-    "missing model", "not gguf", "unknown option", "bad int", "zero count", "negative reps", "ctx too small",
+    "missing model", "not gguf", "unknown option", "bad int", "zero count", "negative count", "negative reps", "ctx too small",
     "bad flash attn", "unknown backend", "unknown quant", "unknown preset", "invalid config", "missing config",
     "unwritable out", "unknown run", "bad format", "unknown profiler"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, name):
@@ -245,3 +247,32 @@ def test_bad_graph_opt_and_old_store(tmp_path, capsys):
     con.close()
     code, _, err = run_cli(capsys, "runs", "-o", old)
     assert code == 2 and "older edgebench" in err
+
+
+def _run_rows(capsys, out, *args):
+    code, _, err = run_cli(capsys, "run", *args, "-o", out)
+    assert code == 0, err
+    code, text, _ = run_cli(capsys, "show", "--format", "json", "-o", out)
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    with (run_dir / "samples.csv").open() as f:
+        metrics = {r["metric"] for r in csv.DictReader(f)}
+    return json.loads(text), metrics
+
+
+def test_llama_bench_habits_repeated_flags_and_fa_1(tmp_path, capsys):
+    m = fake(tmp_path)
+    rows, _ = _run_rows(capsys, tmp_path / "o", "-m", m, "--backend", "fake", "-p", "64", "-p", "128", "-n", "2",
+                        "-r", "1", "-fa", "1", "--no-report")
+    assert sorted(r["n_prompt"] for r in rows) == [64, 128] and {r["flash_attn"] for r in rows} == {"on"}
+
+
+def test_generation_only_and_prompt_only(tmp_path, capsys):
+    m = fake(tmp_path)
+    (gen,), metrics = _run_rows(capsys, tmp_path / "g", "-m", m, "--backend", "fake", "-p", "0", "-n", "4", "-r", "2",
+                                "-fa", "0", "--no-report")
+    assert gen["flash_attn"] == "off" and "decode_step_ns" in metrics and "prefill_ns" not in metrics
+    assert gen["prefill_tok_s"] is None and gen["ttft_ms"] is None and gen["decode_tok_s"] > 0
+    (pre,), metrics = _run_rows(capsys, tmp_path / "p", "-m", m, "--backend", "fake", "-p", "16", "-n", "0", "-r", "2",
+                                "--no-report")
+    assert "prefill_ns" in metrics and "decode_step_ns" not in metrics
+    assert pre["prefill_tok_s"] > 0 and pre["decode_tok_s"] is None and pre["tpot_ms_p50"] is None

@@ -38,7 +38,7 @@ def test_ctx_defaults_to_padded_tokens_and_too_small_ctx_is_an_error():
         Case(backend="fake", model="m", n_prompt=100, n_gen=10, depth=200, n_ctx=256)
 
 
-@pytest.mark.parametrize("field,value", [("n_prompt", 0), ("n_gen", 0), ("reps", 0), ("n_threads", -1), ("depth", -5)])
+@pytest.mark.parametrize("field,value", [("n_prompt", -1), ("n_gen", -1), ("reps", 0), ("n_threads", -1), ("depth", -5)])
 def test_non_positive_counts_rejected(field, value):
     with pytest.raises(ValueError, match=field):
         Case(backend="fake", model="m", **{field: value})
@@ -80,3 +80,33 @@ def test_example_sweep_file_is_valid():
 def test_runspec_roundtrip():
     spec = build_spec({"models": ["a.fake"], "threads": "1,2", "profile": "ops"})
     assert RunSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_zero_prompt_or_gen_is_valid_but_not_both():
+    assert Case(backend="fake", model="m", n_prompt=0).tokens_needed == 128  # generation only
+    assert Case(backend="fake", model="m", n_gen=0).tokens_needed == 512  # prompt only
+    with pytest.raises(ValueError, match="n_prompt and n_gen cannot both be 0"):
+        Case(backend="fake", model="m", n_prompt=0, n_gen=0)
+    assert build_spec({"n_prompt": ["0"], "n_gen": ["0", "16"]}).sweep["n_prompt"] == (0,)
+
+
+def test_flash_attn_accepts_llama_bench_0_and_1():
+    assert build_spec({"flash_attn": ["1"]}).sweep["flash_attn"] == ("on",)
+    assert build_spec({"flash_attn": ["0"]}).sweep["flash_attn"] == ("off",)
+    assert build_spec({"flash_attn": ["auto,1", "off"]}).sweep["flash_attn"] == ("auto", "on", "off")
+    assert build_spec({}, {"flash_attn": 1}).sweep["flash_attn"] == ("on",)  # a TOML number
+    assert build_spec({}, {"flash_attn": [0, "on"]}).sweep["flash_attn"] == ("off", "on")
+
+
+def test_repeated_flag_adds_to_the_list():
+    assert parse_list(["64", "128,256"], int, "n_prompt") == (64, 128, 256)
+    spec = build_spec({"models": ["m.fake"], "n_prompt": ["64", "128"], "threads": ["1,2", "4"]})
+    assert spec.sweep["n_prompt"] == (64, 128) and spec.sweep["threads"] == (1, 2, 4)
+    planned = expand(spec, [ModelRef("fake", path="m.fake")], n_threads_default=4)
+    assert sorted({c.n_prompt for _, c in planned}) == [64, 128]
+    with pytest.raises(InputError, match="--n-prompt: empty value"):
+        parse_list(["64", ""], int, "n_prompt")
+    # a TOML file keeps working: a list, a comma string, a list of comma strings
+    assert build_spec({}, {"n_prompt": [64, 128]}).sweep["n_prompt"] == (64, 128)
+    assert build_spec({}, {"n_prompt": "64,128"}).sweep["n_prompt"] == (64, 128)
+    assert build_spec({}, {"n_prompt": ["64,128", "256"]}).sweep["n_prompt"] == (64, 128, 256)

@@ -188,6 +188,18 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return _parse(Path(path)).metadata
 
 
+def has_metadata(path: str | os.PathLike, expected: dict[str, Any]) -> bool:
+    """True when ``path`` is a whole GGUF whose metadata holds every key of ``expected`` with that
+    value; False when it is missing, corrupt, truncated or different (the caches rebuild it then)."""
+    if not Path(path).exists():
+        return False
+    try:
+        meta = read_metadata(path)
+    except InputError:
+        return False
+    return all(meta.get(k) == v for k, v in expected.items())
+
+
 def read_tensors(path: str | os.PathLike) -> list[TensorInfo]:
     """The tensor table of a GGUF file, in file order. Validates the file."""
     return _parse(Path(path)).tensors

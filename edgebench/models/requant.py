@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edgebench.errors import InputError
 from edgebench.models.cache import file_sha256, locked, models_dir
-from edgebench.models.gguf_file import PROVENANCE_KEYS, read_gguf_info, read_metadata
+from edgebench.models.gguf_file import PROVENANCE_KEYS, has_metadata, read_gguf_info
 from edgebench.models.quant_levels import GGUF_QUANTS
 from edgebench.models.synth_gguf import quantize
 
@@ -64,13 +64,7 @@ def level_name(src: Path, quant: str) -> str:
 
 
 def _is_current(path: Path, sha256: str) -> bool:
-    if not path.exists():
-        return False
-    try:
-        meta = read_metadata(path)
-    except InputError:  # corrupt or truncated: rebuild
-        return False
-    return meta.get(KEY_VERSION) == REQUANT_VERSION and meta.get(PROVENANCE_KEYS["source_sha256"]) == sha256
+    return has_metadata(path, {KEY_VERSION: REQUANT_VERSION, PROVENANCE_KEYS["source_sha256"]: sha256})
 
 
 def _clip(s: str) -> str:

@@ -272,15 +272,9 @@ def _kv_overrides(ll, metadata: dict[str, str]):
 # -- the cache ---------------------------------------------------------------------------------
 def _is_current(path: Path, preset: str) -> bool:
     """True if ``path`` is a whole GGUF of ``preset`` written by this version of the writer."""
-    if not path.exists():
-        return False
-    from edgebench.models.gguf_file import read_metadata
+    from edgebench.models.gguf_file import has_metadata
 
-    try:
-        meta = read_metadata(path)
-    except InputError:  # corrupt or truncated: rebuild
-        return False
-    return meta.get(KEY_VERSION) == SYNTH_VERSION and meta.get(KEY_PRESET) == preset
+    return has_metadata(path, {KEY_VERSION: SYNTH_VERSION, KEY_PRESET: preset})
 
 
 def ensure_model(preset: str, quant: str, cache: Path | None = None, progress: Progress = None) -> Path:

@@ -41,6 +41,18 @@ QUALITY_HELP = {"--quality-ctx": "Tokens per quality chunk (default 512); the se
                 "--quality-top-k": "Reference log-probs kept per token (default 4096: mean KLD about 0.4% low on "
                                    "SmolLM2-135M; 16384 keeps the error under 1e-4 at 4x the size).",
                 "--max-kld": "Name the fastest level whose mean KLD is at most this."}
+# Help of `run`'s sweep flags (each repeatable, comma lists work): SWEEP_PARAMS key -> help.
+SWEEP_HELP = {"n_prompt": "Prompt tokens (llama-bench default 512; 0: generation only).",
+              "n_gen": "Generated tokens (default 128; 0: prompt only).",
+              "depth": "Tokens already in the cache (default 0).",
+              "threads": "Threads (default: physical cores).",
+              "ctx": "Context size (default depth+prompt+gen, padded to 256).",
+              "batch": "Logical batch (default 2048).", "ubatch": "Physical batch (default 512).",
+              "n_gpu_layers": "Layers on the GPU (default 99).", "flash_attn": "auto|on|off (or 1|0).",
+              "cache_type_k": "f16|q8_0|q4_0 ...", "cache_type_v": "f16|q8_0|q4_0 ...",
+              "ep": "onnxruntime execution provider: cpu|cuda|tensorrt.",
+              "graph_opt": "onnxruntime graph optimization: disable|basic|extended|all (default all)."}
+FLASH_ATTN_ALIASES = {"1": "on", "0": "off"}  # llama-bench's spelling of -fa
 
 
 @dataclass(frozen=True)
@@ -83,10 +95,12 @@ class RunSpec:
 
 
 def parse_list(text: str | int | float | list | tuple | None, typ: type, name: str) -> tuple[Any, ...]:
-    """'1,2,4' -> (1, 2, 4); a TOML list or scalar works too. Errors name the option."""
+    """'1,2,4' -> (1, 2, 4); a TOML list or scalar works too, and so does a list of comma lists (a
+    repeated flag: ['64', '128,256'] -> (64, 128, 256)). Errors name the option."""
     if text is None:
         return ()
-    items = list(text) if isinstance(text, (list, tuple)) else str(text).split(",")
+    parts = list(text) if isinstance(text, (list, tuple)) else [text]
+    items = [i for part in parts for i in (str(part).split(",") if isinstance(part, str) else [part])]
     out = []
     for item in items:
         s = str(item).strip()
@@ -145,6 +159,8 @@ def build_spec(options: dict[str, Any], config: dict[str, Any] | None = None) ->
     sweep: dict[str, tuple[Any, ...]] = {}
     for name, (_, typ) in SWEEP_PARAMS.items():
         vals = parse_list(merged.get(name), typ, name)
+        if name == "flash_attn":
+            vals = tuple(FLASH_ATTN_ALIASES.get(v, v) for v in vals)
         if vals:
             sweep[name] = tuple(dict.fromkeys(vals))  # drop repeats, keep order
         elif name in defaults:

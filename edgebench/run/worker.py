@@ -47,25 +47,29 @@ def _phases(profilers, phase: str, rep: int) -> Iterator[None]:
         yield
 
 
-def _measure_rep(backend, case: Case, rng, n_vocab: int, profilers, rep: int) -> tuple[int, list[int]]:
-    """One repetition; returns (prefill ns, [decode step ns])."""
+def _measure_rep(backend, case: Case, rng, n_vocab: int, profilers, rep: int) -> tuple[int | None, list[int]]:
+    """One repetition; returns (prefill ns, [decode step ns]). An empty phase (llama-bench's -p 0 or
+    -n 0) is not run: no prefill call with zero tokens (prefill ns None), no decode steps ([])."""
     depth_tokens = rng.integers(0, n_vocab, case.depth).tolist()
     prompt = rng.integers(0, n_vocab, case.n_prompt).tolist()
     gen = rng.integers(0, n_vocab, case.n_gen).tolist()
     steps = [0] * case.n_gen
+    prefill_ns = None
     clock = time.perf_counter_ns
     backend.reset()
     if depth_tokens:
         backend.prefill(depth_tokens)
-    with _phases(profilers, "prefill", rep):
-        t0 = clock()
-        backend.prefill(prompt)
-        prefill_ns = clock() - t0
-    with _phases(profilers, "decode", rep):
-        for i, tok in enumerate(gen):
+    if prompt:
+        with _phases(profilers, "prefill", rep):
             t0 = clock()
-            backend.decode_step(tok)
-            steps[i] = clock() - t0
+            backend.prefill(prompt)
+            prefill_ns = clock() - t0
+    if gen:
+        with _phases(profilers, "decode", rep):
+            for i, tok in enumerate(gen):
+                t0 = clock()
+                backend.decode_step(tok)
+                steps[i] = clock() - t0
     return prefill_ns, steps
 
 
@@ -105,13 +109,13 @@ def run_case(case: Case, emit: Emit) -> None:
         rng = np.random.default_rng(SEED)
         if case.warmup and case.speed:
             emit(msg.Progress("warmup", 0, case.reps))
-            warm = Case.from_dict(case.to_dict() | {"n_gen": min(case.n_gen, 2)})
+            warm = Case.from_dict(case.to_dict() | {"n_gen": min(case.n_gen, 2)})  # -n 0 stays 0, -p 0 too
             _measure_rep(backend, warm, rng, info.n_vocab, [], -1)
 
         for rep in range(case.reps if case.speed else 0):  # a quality-only case has no speed reps
             emit(msg.Progress("rep", rep, case.reps))
             prefill_ns, steps = _measure_rep(backend, case, rng, info.n_vocab, passive, rep)
-            flush([Sample(rep, "prefill", "prefill_ns", prefill_ns)]
+            flush([Sample(rep, "prefill", "prefill_ns", prefill_ns)] * (prefill_ns is not None)
                   + [Sample(rep, "decode", "decode_step_ns", ns, idx=i) for i, ns in enumerate(steps)])
 
         # Intrusive profilers get reps of their own: they never touch the numbers above.
@@ -121,8 +125,8 @@ def run_case(case: Case, emit: Emit) -> None:
             for rep in range(n):
                 emit(msg.Progress("profile", rep, n, profiler=p.name))
                 prefill_ns, steps = _measure_rep(backend, case, rng, info.n_vocab, [p], rep)
-                flush([Sample(rep, "prefill", "profiled_ns", prefill_ns, label=p.name),
-                       Sample(rep, "decode", "profiled_ns", sum(steps), label=p.name)])
+                flush([Sample(rep, "prefill", "profiled_ns", prefill_ns, label=p.name)] * (prefill_ns is not None)
+                      + [Sample(rep, "decode", "profiled_ns", sum(steps), label=p.name)] * bool(steps))
             p.detach(backend)
             flush(p.collect())
         for p in passive:
