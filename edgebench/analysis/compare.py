@@ -36,16 +36,13 @@ import numpy as np
 
 from edgebench.analysis import per_rep
 from edgebench.analysis.sides import Side, load_side, norm_key, num, status
-from edgebench.analysis.significance import (  # noqa: F401  (re-exported: compare's statistics)
-    BOOTSTRAP_N,
-    BOOTSTRAP_SEED,
-    PERMUTATIONS_MAX,
+from edgebench.analysis.significance import (
     benjamini_hochberg,
     bootstrap_ratio_ci,
     min_mannwhitney_p,
     permutation_p,
+    test_from_summary,
 )
-from edgebench.analysis.significance import test_from_summary as _test_from_summary
 from edgebench.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, InputError
 from edgebench.records import FIELDS, KEY_FIELDS, case_label
 
@@ -190,7 +187,8 @@ def check_match(fields: str | None) -> tuple[str, ...]:
 
 # -- statistics ---------------------------------------------------------------------------------
 def _test(spec: MetricSpec, base: np.ndarray, cand: np.ndarray, alpha: float):
-    """(p, ci_low, ci_high, test name, significant before the FDR control) for one metric of one case."""
+    """(p, ci_low, ci_high, test name) for one metric of one case; significance is decided over the
+    whole table (_finish)."""
     from scipy import stats as st
 
     bc, cc = per_rep.center(spec.name, base), per_rep.center(spec.name, cand)
@@ -198,15 +196,15 @@ def _test(spec: MetricSpec, base: np.ndarray, cand: np.ndarray, alpha: float):
     constant = base.size > 1 and cand.size > 1 and np.ptp(base) == 0 and np.ptp(cand) == 0
     if spec.exact or constant:
         # No noise on either side: the change is exactly what was measured.
-        return None, ratio, ratio, "exact", bool(bc != cc)
+        return None, ratio, ratio, "exact"
     if base.size < 2 or cand.size < 2:
-        return None, None, None, "none", False
+        return None, None, None, "none"
     if spec.name.startswith("tpot_ms_p") and base.min() > 0 and cand.min() > 0:
         p, test = permutation_p(base, cand), "permutation"
     else:
         p, test = float(st.mannwhitneyu(base, cand, alternative="two-sided").pvalue), "mannwhitney"
     lo, hi = bootstrap_ratio_ci(base, cand, alpha, spec.name)
-    return p, lo, hi, test, p < alpha and not (lo <= 1.0 <= hi)
+    return p, lo, hi, test
 
 
 def _intermittent(spec: MetricSpec, base: np.ndarray, cand: np.ndarray, threshold: float) -> bool:
@@ -362,7 +360,7 @@ def _compare_metric(spec: MetricSpec, key, label, brow, crow, bvals, cvals, opts
     if b is not None and c is not None and b.size and c.size:
         if per_rep.center(spec.name, b) == 0:
             return None
-        p, lo, hi, test, significant = _test(spec, b, c, opts.alpha)
+        p, lo, hi, test = _test(spec, b, c, opts.alpha)
         reachable = test == "exact" or (test != "none" and min_mannwhitney_p(b.size, c.size) < opts.alpha)
         if test in ("mannwhitney", "permutation") and not reachable:
             few_reps.add((b.size, c.size))
@@ -376,12 +374,11 @@ def _compare_metric(spec: MetricSpec, key, label, brow, crow, bvals, cvals, opts
         nb, nc = int(num(brow.get("reps")) or 0), int(num(crow.get("reps")) or 0)
         bs, cs = num(brow.get(f"{spec.name}_std")), num(crow.get(f"{spec.name}_std"))
         if spec.exact:
-            p, lo, hi, test, significant = None, cm / bm, cm / bm, "exact", bm != cm
+            p, lo, hi, test = None, cm / bm, cm / bm, "exact"
         else:
-            p, lo, hi, test, significant = _test_from_summary((bm, bs, nb), (cm, cs, nc), opts.alpha)
+            p, lo, hi, test = test_from_summary((bm, bs, nb), (cm, cs, nc), opts.alpha)
         reachable, intermittent = test != "none", False
     ratio = cm / bm
-    better = (ratio - 1) if spec.higher_is_better else (1 - ratio)
-    # the verdict before the FDR control; _finish sets the final one
+    # the verdict needs the whole table's p-values (false discovery rate): _finish sets it
     return Row(key, label, spec.name, spec.unit, bm, cm, ratio, ratio - 1, lo, hi, p, test, nb, nc, thr,
-               _verdict(better, thr, significant), reachable=reachable, intermittent=intermittent)
+               "", reachable=reachable, intermittent=intermittent)

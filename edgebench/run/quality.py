@@ -59,7 +59,7 @@ def run_quality(backend, case: Case, emit: Callable[[msg.Message], None],
     ctx, k = case.quality_ctx, case.quality_top_k or qm.DEFAULT_TOP_K
     n_vocab = backend.n_vocab
     if not is_ref:
-        _check_vocab(ref_model, ref_sha, n_vocab, ctx, k)
+        _check_vocab(ref_model, ref_sha, n_vocab)
     tokens, seed = _tokens(backend, case, ref_model, ref_sha, is_ref, emit)
     n_chunks = len(tokens) // ctx
     if case.quality_chunks:
@@ -167,7 +167,7 @@ def generate_stream(backend, n_chunks: int, ctx: int, seed: int, emit=None) -> n
     return out
 
 
-def _check_vocab(ref_model: str, ref_sha: str, n_vocab: int, ctx: int, k: int) -> None:
+def _check_vocab(ref_model: str, ref_sha: str, n_vocab: int) -> None:
     """A candidate whose vocabulary differs from every reference file's of that model fails here."""
     metas = []
     for p in qref.refs_of(ref_sha):

@@ -40,11 +40,11 @@ def check_text(path: str, ctx: int) -> Path:
     if not data.strip():
         raise InputError(f"--text {path} is empty")
     try:
-        if b"\0" in data:
-            raise UnicodeDecodeError("utf-8", data, data.index(b"\0"), data.index(b"\0") + 1, "NUL byte")
         data.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"--text {path} is not text (binary data or not UTF-8)") from None
+    if b"\0" in data:  # valid UTF-8, but no text holds NUL bytes
+        raise InputError(f"--text {path} is not text (binary data or not UTF-8)")
     if len(data) + 2 < ctx:
         raise InputError(f"--text {path} has {len(data)} bytes: too short for one chunk of {ctx} tokens "
                          f"(use a longer text or a smaller --quality-ctx)")

@@ -4,8 +4,7 @@ the runner keeps as the case's log.
 
 A preset case is built here first (writing the GGUF and running llama.cpp's quantizer, which is
 C code that can crash), and so is a user's GGUF requantized to a level: a crash then ends this
-case only. The worker reports the built path and
-waits for the runner's Go before it loads the model.
+case only. The worker reports the built path and waits for the runner's Go before it loads the model.
 
 Method (DESIGN.md): random token ids; warmup once (not stored); per rep: reset the cache, fill
 `depth` tokens (untimed), time one prefill of n_prompt tokens, then time each of n_gen decode
@@ -115,8 +114,10 @@ def run_case(case: Case, emit: Emit) -> None:
         for rep in range(case.reps if case.speed else 0):  # a quality-only case has no speed reps
             emit(msg.Progress("rep", rep, case.reps))
             prefill_ns, steps = _measure_rep(backend, case, rng, info.n_vocab, passive, rep)
-            flush([Sample(rep, "prefill", "prefill_ns", prefill_ns)] * (prefill_ns is not None)
-                  + [Sample(rep, "decode", "decode_step_ns", ns, idx=i) for i, ns in enumerate(steps)])
+            timed = [Sample(rep, "decode", "decode_step_ns", ns, idx=i) for i, ns in enumerate(steps)]
+            if prefill_ns is not None:  # -p 0: no prefill was timed
+                timed.insert(0, Sample(rep, "prefill", "prefill_ns", prefill_ns))
+            flush(timed)
 
         # Intrusive profilers get reps of their own: they never touch the numbers above.
         for p in intrusive if case.speed else ():
@@ -125,8 +126,12 @@ def run_case(case: Case, emit: Emit) -> None:
             for rep in range(n):
                 emit(msg.Progress("profile", rep, n, profiler=p.name))
                 prefill_ns, steps = _measure_rep(backend, case, rng, info.n_vocab, [p], rep)
-                flush([Sample(rep, "prefill", "profiled_ns", prefill_ns, label=p.name)] * (prefill_ns is not None)
-                      + [Sample(rep, "decode", "profiled_ns", sum(steps), label=p.name)] * bool(steps))
+                profiled = []
+                if prefill_ns is not None:
+                    profiled.append(Sample(rep, "prefill", "profiled_ns", prefill_ns, label=p.name))
+                if steps:
+                    profiled.append(Sample(rep, "decode", "profiled_ns", sum(steps), label=p.name))
+                flush(profiled)
             p.detach(backend)
             flush(p.collect())
         for p in passive:
