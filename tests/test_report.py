@@ -248,6 +248,15 @@ def test_quality_gets_pareto_figures_columns_and_the_max_kld_verdict(tmp_path, c
     assert "fastest level under KLD 0 on jetson-orin-nx-16gb (smol, llama-cpp): F16 at" in (tmp_path / "r2" / "report.md").read_text()
 
 
+def test_a_negative_max_kld_is_bad_input(tmp_path, capsys):
+    store = Store(tmp_path / "store")
+    make_quality_run(store, "qrun")
+    code = main(["report", "qrun", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "r"), "--max-kld", "-1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--max-kld must be >= 0" in err and err.count("\n") == 1
+    assert not (tmp_path / "r" / "index.html").exists()
+
+
 def test_random_weights_are_labelled(tmp_path):
     store = Store(tmp_path / "store")
     make_quality_run(store, "synth", preset="smollm-135m")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.analysis import quality, summary
+from edgebench.errors import InputError
 from edgebench.present import format as format_
 from edgebench.present import pareto, plots
 from edgebench.records import KEY_FIELDS, SUMMARY_COLUMNS
@@ -270,6 +271,8 @@ def write_report(store, run_ids: list[str], out_dir: Path, max_kld: float | None
     """Write summary.csv, figures/*.png, index.html and report.md into ``out_dir``; returns the
     path of index.html. ``max_kld`` (else the first run spec's max_kld) names the fastest level
     under that mean KLD. Blocks while matplotlib draws (about a second per figure)."""
+    if max_kld is not None and not max_kld >= 0:  # NaN too; 0 names the reference itself
+        raise InputError(f"--max-kld must be >= 0, got {max_kld}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs, df, notes = collect(store, run_ids)
