@@ -1,0 +1,135 @@
+"""`run` and `quality`: measure, then print the table and write the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgebench.cli.app import DEFAULT_OUT, app
+from edgebench.errors import EXIT_INTERRUPTED
+from edgebench.run.spec import QUALITY_HELP, SWEEP_HELP
+
+
+# Quality options, shared by `run --quality` and `quality` (a fresh OptionInfo for each command).
+def _q(flag: str):
+    return typer.Option(None, flag, help=QUALITY_HELP[flag])
+
+
+def _s(name: str, *flags: str):  # a sweep flag of `run`: repeatable, each a comma list
+    return typer.Option(None, *flags, help=SWEEP_HELP[name] + " Repeatable; comma lists work.")
+
+
+@app.command()
+def run(
+    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="GGUF/ONNX file, folder of models, or preset name (repeatable; comma lists work)."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant levels for presets, e.g. Q4_K_M,Q8_0 (default: the ladder)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp, onnxruntime, onnxruntime-genai (comma list)."),
+    n_prompt: Optional[list[str]] = _s("n_prompt", "-p", "--n-prompt"),
+    n_gen: Optional[list[str]] = _s("n_gen", "-n", "--n-gen"),
+    depth: Optional[list[str]] = _s("depth", "-d", "--depth"),
+    reps: Optional[int] = typer.Option(None, "-r", "--reps", help="Repetitions (default 5)."),
+    threads: Optional[list[str]] = _s("threads", "-t", "--threads"),
+    ctx: Optional[list[str]] = _s("ctx", "--ctx"),
+    batch: Optional[list[str]] = _s("batch", "-b", "--batch"),
+    ubatch: Optional[list[str]] = _s("ubatch", "-ub", "--ubatch"),
+    n_gpu_layers: Optional[list[str]] = _s("n_gpu_layers", "-ngl", "--n-gpu-layers"),
+    flash_attn: Optional[list[str]] = _s("flash_attn", "-fa", "--flash-attn"),
+    cache_type_k: Optional[list[str]] = _s("cache_type_k", "-ctk", "--cache-type-k"),
+    cache_type_v: Optional[list[str]] = _s("cache_type_v", "-ctv", "--cache-type-v"),
+    ep: Optional[list[str]] = _s("ep", "--ep"),
+    graph_opt: Optional[list[str]] = _s("graph_opt", "--graph-opt"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Extra profilers: ops, telemetry."),
+    device: Optional[str] = typer.Option(None, "--device", help="Device profile name or 'auto'."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Run even if this machine is not --device."),
+    cooldown: Optional[float] = typer.Option(None, "--cooldown", help="Seconds to wait between cases."),
+    cooldown_temp: Optional[float] = typer.Option(None, "--cooldown-temp", help="Wait between cases until below this temperature (C)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-case timeout in seconds (default 900)."),
+    no_warmup: bool = typer.Option(False, "--no-warmup", help="Skip the warmup run."),
+    config: Optional[Path] = typer.Option(None, "--config", help="sweep.toml with the same options."),
+    out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Output folder (store + run folders)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Results database URL (default: OUT/edgebench.db), e.g. postgresql://host/db for a fleet."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Finish a partial run (RUN_ID)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML/Markdown report."),
+    quality: bool = typer.Option(False, "--quality", help="Also score each level's output against the reference level (KLD, same top, PPL)."),
+    quality_ctx: Optional[int] = _q("--quality-ctx"),
+    quality_chunks: Optional[int] = _q("--quality-chunks"),
+    text: Optional[str] = _q("--text"),
+    quality_ref: Optional[str] = _q("--quality-ref"),
+    quality_seed: Optional[int] = _q("--quality-seed"),
+    quality_top_k: Optional[int] = _q("--quality-top-k"),
+    max_kld: Optional[float] = _q("--max-kld"),
+) -> None:
+    """Measure models and store every raw sample. With no options: the smollm-135m preset over the default quant ladder at a quick size."""
+    from edgebench.run import session
+
+    if resume:
+        raise typer.Exit(_present_run(session.resume(resume, out, store_target=store), report=not no_report))
+    options = dict(
+        models=[m for arg in (model or []) for m in arg.split(",")] or None, quants=quant, backends=backend, reps=reps,
+        n_prompt=n_prompt, n_gen=n_gen, depth=depth, threads=threads, ctx=ctx, batch=batch, ubatch=ubatch,
+        n_gpu_layers=n_gpu_layers, flash_attn=flash_attn, cache_type_k=cache_type_k, cache_type_v=cache_type_v, ep=ep,
+        graph_opt=graph_opt, profile=profile, device=device, timeout=timeout, cooldown=cooldown, cooldown_temp=cooldown_temp,
+        verify=False if no_verify else None, warmup=False if no_warmup else None, quality=quality or None,
+        quality_ctx=quality_ctx, quality_chunks=quality_chunks, quality_text=text, quality_ref=quality_ref,
+        quality_seed=quality_seed, quality_top_k=quality_top_k, max_kld=max_kld)
+    raise typer.Exit(_present_run(session.start(options, config, out, store_target=store), report=not no_report))
+
+
+@app.command("quality")
+def quality_cmd(
+    model: list[str] = typer.Argument(..., help="GGUF/ONNX files, folders or presets (comma lists work)."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Levels of a preset or of a GGUF file (requantized)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp, onnxruntime (comma list)."),
+    threads: Optional[str] = typer.Option(None, "-t", "--threads", help="Threads (default: physical cores)."),
+    n_gpu_layers: Optional[str] = typer.Option(None, "-ngl", "--n-gpu-layers", help="Layers on the GPU (default 99)."),
+    cache_type_k: Optional[str] = typer.Option(None, "-ctk", "--cache-type-k", help="f16|q8_0|q4_0 ..."),
+    cache_type_v: Optional[str] = typer.Option(None, "-ctv", "--cache-type-v", help="f16|q8_0|q4_0 ..."),
+    quality_ctx: Optional[int] = _q("--quality-ctx"),
+    quality_chunks: Optional[int] = _q("--quality-chunks"),
+    text: Optional[str] = _q("--text"),
+    quality_ref: Optional[str] = _q("--quality-ref"),
+    quality_seed: Optional[int] = _q("--quality-seed"),
+    quality_top_k: Optional[int] = _q("--quality-top-k"),
+    max_kld: Optional[float] = _q("--max-kld"),
+    device: Optional[str] = typer.Option(None, "--device", help="Device profile name or 'auto'."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Run even if this machine is not --device."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-case timeout in seconds (default 900)."),
+    out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Output folder (store + run folders)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Results database URL (default: OUT/edgebench.db)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML/Markdown report."),
+) -> None:
+    """Score each level against the reference level (KLD, same top, PPL) without the speed reps."""
+    from edgebench.run import session
+
+    options = dict(models=[m for arg in model for m in arg.split(",")], quants=quant, backends=backend, threads=threads,
+                   n_gpu_layers=n_gpu_layers, cache_type_k=cache_type_k, cache_type_v=cache_type_v, device=device,
+                   timeout=timeout, verify=False if no_verify else None, speed=False, quality=True, quality_ctx=quality_ctx,
+                   quality_chunks=quality_chunks, quality_text=text, quality_ref=quality_ref, quality_seed=quality_seed, quality_top_k=quality_top_k,
+                   max_kld=max_kld)
+    raise typer.Exit(_present_run(session.start(options, None, out, store_target=store), report=not no_report))
+
+
+def _present_run(outcome, report: bool) -> int:
+    """After a run: the summary table, noise warnings, the report; returns the run's exit code."""
+    if outcome.code == EXIT_INTERRUPTED:
+        return outcome.code
+    from rich.console import Console
+
+    from edgebench.analysis.summary import cv_warnings
+    from edgebench.present import tables
+
+    console = Console(stderr=True)
+    tables.print_rows(outcome.rows, "table", title=f"run {outcome.run_id} ({outcome.elapsed_s:.0f} s)")
+    for w in cv_warnings(outcome.rows):
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    if report:
+        from edgebench.present import report as report_mod
+
+        try:
+            console.print(f"report: {report_mod.write_report(outcome.store, [outcome.run_id], outcome.run_dir)}")
+        except Exception as e:  # a report problem must never lose the measured run
+            console.print(f"[yellow]warning:[/yellow] report not written: {type(e).__name__}: {e}")
+    console.print(f"stored in {outcome.store.url}; run folder {outcome.run_dir}")
+    return outcome.code
