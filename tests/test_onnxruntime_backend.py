@@ -14,14 +14,14 @@ from onnx import TensorProto, helper
 from edgebench.backends.onnxruntime import OnnxRuntimeBackend
 from edgebench.errors import InputError
 from edgebench.models.presets import PRESETS
-from edgebench.models.quant_levels import ONNX_QUANTS
+from edgebench.models.quant_levels import ONNX_FP16_LEVELS, ONNX_QUANTS
 from edgebench.models.synth_onnx import ensure_onnx_model
 from edgebench.records import OP_CLASSES, Case
 
 SMALL = dataclasses.replace(PRESETS["smollm-135m"], name="test-ort", n_layer=2, n_embd=128, n_head=4,
                             n_head_kv=2, head_dim=32, n_ff=256, n_vocab=512)
-# Parameters as the file holds them: the tied lm_head is its own matrix.
-SMALL_PARAMS = 2 * 512 * 128 + 128 + 2 * (2 * 128 + 128 * 128 * 2 + 128 * 64 * 2 + 3 * 128 * 256)
+# Parameters as the file holds them: the tied [n_vocab, n_embd] matrix once (models.onnx_tied), as in a GGUF.
+SMALL_PARAMS = 512 * 128 + 128 + 2 * (2 * 128 + 128 * 128 * 2 + 128 * 64 * 2 + 3 * 128 * 256)
 PER_TOKEN_KV = 2 * SMALL.n_layer * SMALL.n_head_kv * SMALL.head_dim * 4
 TOKENS = [int(t) for t in np.random.default_rng(7).integers(0, SMALL.n_vocab, 24)]
 
@@ -56,15 +56,21 @@ def test_load_prefill_decode(small_onnx, backend, quant):
     assert info.n_ctx_runtime == case.ctx_effective == 256
     assert info.bpw == pytest.approx(info.model_bytes * 8 / info.n_params)
     assert (info.bpw == 32.0) == (quant == "fp32")
+    per_token = PER_TOKEN_KV // 2 if quant in ONNX_FP16_LEVELS else PER_TOKEN_KV  # a float16 cache
+    assert info.extra["kv_dtype"] == ("float16" if quant in ONNX_FP16_LEVELS else "float32")
     backend.prefill(TOKENS[:10])
-    assert backend.kv_used_bytes() == PER_TOKEN_KV * 10
+    assert backend.kv_used_bytes() == per_token * 10
     for g in range(3):
         backend.decode_step(TOKENS[10 + g])
-    assert backend.kv_used_bytes() == 2 * 2 * (10 + 3) * 2 * 32 * 4
+    assert backend.kv_used_bytes() == per_token * (10 + 3)
     assert np.isfinite(backend.last_logits()).all()
     mem = backend.memory()
     assert mem.weights_by_buffer == {"CPU": info.model_bytes}
-    assert mem.kv_bytes == PER_TOKEN_KV * 256 and mem.compute_by_buffer == {}
+    assert mem.kv_bytes == per_token * 256  # the bound buffers' own bytes
+    # no allocator statistics in onnxruntime's Python API: an RSS estimate, labelled so
+    assert list(mem.compute_by_buffer) == ["CPU (RSS estimate)"] and mem.compute_bytes >= 0
+    assert info.extra["compute_bytes_method"].startswith("estimate: process RSS growth")
+    assert info.extra["io_binding"] == "private" and info.extra["n_params_tied_copy"] == 0
 
 
 def test_cache_path_matches_one_prefill(small_onnx, backend):
@@ -121,7 +127,9 @@ def test_ops_tracing(small_onnx, backend):
     assert all(e.op_class in OP_CLASSES and e.ns >= 0 and e.op and e.name for e in events)
     matmul = [e for e in events if e.op_class in ("mul_mat", "mul_mat_vec")]
     assert {e.op_class for e in matmul if e.phase == "decode"} == {"mul_mat_vec"}
-    assert {e.op_class for e in matmul if e.phase == "prefill"} == {"mul_mat"}
+    # prefill: lm_head runs on the last position only (as in llama.cpp), so it is a matrix-vector product
+    assert {e.op_class for e in matmul if e.phase == "prefill" and "lm_head" not in e.name} == {"mul_mat"}
+    assert {e.op_class for e in matmul if e.phase == "prefill" and "lm_head" in e.name} == {"mul_mat_vec"}
     decode0 = [e for e in events if (e.phase, e.rep) == ("decode", 0)]
     prefill0 = [e for e in events if (e.phase, e.rep) == ("prefill", 0)]
     assert len(decode0) == 3 * len(prefill0)  # one prefill run, three decode runs of one graph
@@ -217,3 +225,34 @@ def test_graph_optimization_level_reaches_the_session(small_onnx, tmp_path):
         res = run_worker(Case(backend="onnxruntime", model=model, n_prompt=8, n_gen=2, reps=1, graph_opt=level),
                          tmp_path / f"{level}.log")
         assert res.status == "ok", res.error
+
+
+def _decode_logits(model) -> tuple[str, np.ndarray]:
+    b = OnnxRuntimeBackend()
+    try:
+        info = b.load(_case(model))
+        b.prefill(TOKENS[:10])
+        for t in TOKENS[10:13]:
+            b.decode_step(t)
+        return info.extra["io_binding"], b.last_logits()
+    finally:
+        b.close()
+
+
+def test_public_io_binding_path_matches_the_private_one(small_onnx, monkeypatch):
+    kind, fast = _decode_logits(small_onnx["int4-b32"])
+    assert kind == "private"
+    monkeypatch.setenv("EDGEBENCH_ORT_BINDING", "public")
+    kind, public = _decode_logits(small_onnx["int4-b32"])
+    assert kind == "public"
+    np.testing.assert_array_equal(fast, public)
+
+
+def test_missing_private_binding_objects_fall_back_with_a_warning(small_onnx, monkeypatch):
+    from edgebench.backends import ort_binding
+
+    # as if a new onnxruntime renamed a pybind method the fast path calls
+    monkeypatch.setitem(ort_binding.PRIVATE_API, "binding", ("bind_ortvalue_input", "renamed_in_a_new_release"))
+    with pytest.warns(RuntimeWarning, match=r"binding\.renamed_in_a_new_release\); using the public IOBinding"):
+        kind, logits = _decode_logits(small_onnx["fp32"])
+    assert kind == "public" and np.isfinite(logits).all()

@@ -97,15 +97,19 @@ def test_launch_probe_runs_after_each_phase(traced):
     _, _, _, events, samples, _, _ = traced
     probes = {(e.phase, e.rep) for e in events if e.phase.startswith("launch/")}
     assert probes == {(f"launch/{p}", r) for p in ("prefill", "decode") for r in range(REPS)}
-    launch = [s for s in samples if s.metric == "op_launch_ns"]
-    assert {(s.phase, s.rep) for s in launch} == {(p, r) for p in ("prefill", "decode") for r in range(REPS)}
-    assert all(s.value > 0 for s in launch)
+    assert {(e.phase, e.rep) for e in events if e.phase.startswith("launch1/")} == \
+        {(f"launch1/{p}", r) for p in ("prefill", "decode") for r in range(REPS)}
+    assert {e.op for e in events if e.phase.startswith("launch1/")} == {"SCALE"}  # one task in ggml
+    for metric in ("op_launch_ns", "op_launch1_ns"):  # all threads, and one thread
+        launch = [s for s in samples if s.metric == metric]
+        assert {(s.phase, s.rep) for s in launch} == {(p, r) for p in ("prefill", "decode") for r in range(REPS)}
+        assert all(s.value > 0 for s in launch)
 
 
 def test_profiler_samples_and_shares(traced):
     _, _, _, events, samples, _, prof = traced
     df = _df(samples)
-    assert set(df["metric"]) == {"op_ns", "op_typical_ns", "op_count", "node_ns", "op_launch_ns"}
+    assert set(df["metric"]) == {"op_ns", "op_typical_ns", "op_count", "node_ns", "op_launch_ns", "op_launch1_ns"}
     ops = df[df["metric"] == "op_ns"]
     assert set(ops["phase"]) == {"prefill", "decode"} and set(ops["rep"]) == set(range(REPS))
     assert ops["label"].str.contains("|", regex=False).all()
@@ -266,3 +270,39 @@ def test_typical_time_is_the_median_of_a_nodes_repeats():
     # the probe's first nodes (thread wake-up) are dropped before the median
     assert all(got[("op_launch_ns", "decode", r, "")] == 4 for r in range(3))
     assert got[("node_ns", "decode", 2, "node_21")] == 5060
+
+
+def test_one_task_ops_are_corrected_at_the_one_thread_launch_cost_and_clipping_is_reported():
+    S = Sample
+    ss = [  # one decode rep: a launch costs 10 ns on all threads, 2 ns on one (GET_ROWS: one task in ggml)
+        S(0, "decode", "op_ns", 700, label="MUL_MAT|mul_mat_vec"), S(0, "decode", "op_count", 10, label="MUL_MAT|mul_mat_vec"),
+        S(0, "decode", "op_ns", 50, label="GET_ROWS|copy"), S(0, "decode", "op_count", 5, label="GET_ROWS|copy"),
+        S(0, "decode", "op_ns", 100, label="ADD|elementwise"), S(0, "decode", "op_count", 20, label="ADD|elementwise"),
+        S(0, "decode", "op_launch_ns", 10.0), S(0, "decode", "op_launch1_ns", 2.0),
+    ]
+    df = _df(ss)
+    rows = {r["op"]: r for r in opstats.op_rows(df)}
+    # GET_ROWS: 50 - 5 x 2 = 40 (the all-threads cost would have clipped it to 0); MUL_MAT 700 - 100
+    assert rows["GET_ROWS"]["time_ms_corrected"] == pytest.approx(40e-6) and rows["GET_ROWS"]["time_ms_clipped"] == 0
+    assert rows["MUL_MAT"]["time_ms_corrected"] == pytest.approx(600e-6)
+    # ADD: 100 - 20 x 10 < 0: clipped to 0, and the 100 ns it took off are reported
+    assert rows["ADD"]["time_ms_corrected"] == 0 and rows["ADD"]["time_ms_clipped"] == pytest.approx(100e-6)
+    assert opstats.class_shares(df)["decode"]["copy"] == pytest.approx(40 / 640)
+    summ = opstats.ops_summary(df)
+    assert summ["ops_clipped_pct_decode"] == pytest.approx(100 / 850 * 100)
+    assert summ["op_launch1_ns_decode"] == 2.0
+    # a run stored before the one-thread probe: every node at the all-threads cost, as it was then
+    old = _df([x for x in ss if x.metric != "op_launch1_ns"])
+    assert {r["op"]: r for r in opstats.op_rows(old)}["GET_ROWS"]["time_ms_corrected"] == 0
+    # no probe at all (ONNX Runtime): nothing corrected, nothing clipped, and the report says so
+    raw = _df([x for x in ss if not x.metric.startswith("op_launch")])
+    assert opstats.ops_summary(raw)["ops_clipped_pct_decode"] is None
+    assert {r["op"]: r for r in opstats.op_rows(raw)}["ADD"]["time_ms_corrected"] == pytest.approx(100e-6)
+    import pandas as pd
+
+    from edgebench.present.report import _correction_note
+
+    assert "no launch probe" in _correction_note(pd.DataFrame([opstats.ops_summary(raw)]))
+    assert "launch-corrected" not in _correction_note(pd.DataFrame([opstats.ops_summary(raw)]))
+    note = _correction_note(pd.DataFrame([summ]))
+    assert "per thread count" in note and f"{100 / 850 * 100:.1f}%" in note

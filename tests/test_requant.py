@@ -171,7 +171,7 @@ def test_models_make_from_writes_the_levels(levels, real_gguf, capsys):
 @pytest.mark.parametrize("args,message", [
     (("-q", "F16"), "not a GGUF file"),
     (("-q", "Q9"), "unknown quant level 'Q9'"),
-    (("-q", "F16", "--backend", "onnxruntime"), "--from requantizes GGUF files with llama.cpp"),
+    (("-q", "F16", "--backend", "onnxruntime-genai"), "--from builds GGUF levels (llama-cpp) or ONNX levels"),
 ])
 def test_models_make_from_bad_input_is_one_line(tmp_path, capsys, args, message):
     bad = tmp_path / "notes.gguf"

@@ -17,8 +17,9 @@ def test_a_store_without_newer_case_fields_gains_them_with_their_defaults(tmp_pa
     st.save_case("r1", 0, Case(backend="fake", model="m", n_prompt=7), "ok", "", {}, [], 0.0, 1.0)
     st.engine.dispose()
     con = sqlite3.connect(tmp_path / "edgebench.db")
-    for col in ("graph_opt", "ep"):  # as a store written before these fields existed
+    for col in ("graph_opt", "ep"):  # as a store written before these fields (and Alembic) existed
         con.execute(f"ALTER TABLE cases DROP COLUMN {col}")
+    con.execute("DROP TABLE alembic_version")
     con.commit()
     con.close()
     old = Store(tmp_path, create=False)

@@ -7,6 +7,7 @@ Stored by the ops profiler (edgebench.profilers.ops), per profiled rep and phase
   op_count       label "OP|op_class": number of nodes
   node_ns   label node name: summed raw time of the top nodes
   op_launch_ns  traced time of a node that does nothing, measured right after each phase window
+  op_launch1_ns the same for a node ggml computes on one thread (records.GGML_ONE_TASK_OPS)
   profiled_ns (label "ops"): wall time of each profiled phase
 and by the worker's plain reps: prefill_ns, decode_step_ns.
 
@@ -14,8 +15,12 @@ Raw shares divide each op's traced time (op_ns) by the phase's traced total. Tra
 node its own launch, so small ops carry a fixed cost they do not pay in an untraced run, and
 every launch may wait for a sleeping worker thread; the corrected time of an op is
 ``max(0, typical - count * launch)`` with ``typical`` its op_typical_ns (op_ns when absent) and
-``launch`` the median of the phase's op_launch_ns (0 when absent); corrected shares divide by the corrected
-total. Both sum to 1 per phase.
+``launch`` the median of the phase's probes for the op's thread count: op_launch1_ns for a one-task
+op (a traced node is its own graph, which ggml plans with that node's task count: no fork/join),
+op_launch_ns for the rest (0 when absent: an ONNX Runtime case has no probe and is never
+corrected). What the max() takes off is kept as clipped time (per op, and per phase in % of the
+typical total) so an over-correction shows. Corrected shares divide by the corrected total. Both
+sum to 1 per phase.
 """
 
 from __future__ import annotations
@@ -24,28 +29,33 @@ from typing import Any
 
 import pandas as pd
 
-from edgebench.records import KEY_FIELDS, OP_CLASSES
+from edgebench.records import GGML_ONE_TASK_OPS, KEY_FIELDS, OP_CLASSES
 
 OPS_CSV_COLUMNS: tuple[str, ...] = (
     ("run_id", "case_id") + KEY_FIELDS
-    + ("phase", "op_class", "op", "count", "time_ms", "time_ms_corrected", "share", "share_corrected")
+    + ("phase", "op_class", "op", "count", "time_ms", "time_ms_corrected", "time_ms_clipped", "share", "share_corrected")
 )
 _CLASS_ORDER = {c: i for i, c in enumerate(OP_CLASSES)}
 
 
-def launch_ns(samples_df: pd.DataFrame, phase: str | None = None) -> float:
-    """Per-node launch cost (ns): median of the phase's op_launch_ns probes (of all probes when the
+def has_launch_probe(samples_df: pd.DataFrame) -> bool:
+    """Whether the correction applies at all (llama.cpp's tracer stores probes; ONNX Runtime's none)."""
+    return bool((samples_df["metric"] == "op_launch_ns").any())
+
+
+def launch_ns(samples_df: pd.DataFrame, phase: str | None = None, metric: str = "op_launch_ns") -> float:
+    """Per-node launch cost (ns): median of the phase's ``metric`` probes (of all probes when the
     phase has none, or phase is None); 0 when none was stored."""
-    v = samples_df[samples_df["metric"] == "op_launch_ns"]
+    v = samples_df[samples_df["metric"] == metric]
     if phase is not None and (v["phase"] == phase).any():
         v = v[v["phase"] == phase]
     return float(v["value"].median()) if len(v) else 0.0
 
 
 def _per_rep(samples_df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (phase, rep, op, op_class): time_ns, count, corrected_ns."""
+    """One row per (phase, rep, op, op_class): time_ns, count, corrected_ns, clipped_ns."""
     s = samples_df[samples_df["metric"].isin(("op_ns", "op_count", "op_typical_ns"))]
-    cols = ["phase", "rep", "op", "op_class", "time_ns", "count", "corrected_ns"]
+    cols = ["phase", "rep", "op", "op_class", "time_ns", "count", "corrected_ns", "clipped_ns"]
     if s.empty or not (s["metric"] == "op_ns").any():
         return pd.DataFrame(columns=cols)
     wide = s.pivot_table(index=["phase", "rep", "label"], columns="metric", values="value",
@@ -59,8 +69,14 @@ def _per_rep(samples_df: pd.DataFrame) -> pd.DataFrame:
     wide["op"] = parts.str[0]
     wide["op_class"] = parts.apply(lambda p: p[1] if len(p) > 1 else "other")
     wide = wide.rename(columns={"op_ns": "time_ns", "op_count": "count"})
-    launch = wide["phase"].map({ph: launch_ns(samples_df, ph) for ph in wide["phase"].unique()})
-    wide["corrected_ns"] = (typical - wide["count"] * launch).clip(lower=0.0)
+    phases = wide["phase"].unique()
+    multi = wide["phase"].map({ph: launch_ns(samples_df, ph) for ph in phases})
+    # runs stored before the one-thread probe existed: every node at the all-threads cost, as then
+    one = wide["phase"].map({ph: launch_ns(samples_df, ph, "op_launch1_ns") or launch_ns(samples_df, ph) for ph in phases})
+    launch = one.where(wide["op"].isin(GGML_ONE_TASK_OPS), multi)
+    net = typical - wide["count"] * launch
+    wide["corrected_ns"] = net.clip(lower=0.0)
+    wide["clipped_ns"] = (-net).clip(lower=0.0)
     return wide[cols]
 
 
@@ -76,7 +92,7 @@ def op_rows(samples_df: pd.DataFrame) -> list[dict[str, Any]]:
     if r.empty:
         return []
     n_reps = r.groupby("phase")["rep"].nunique()
-    g = r.groupby(["phase", "op_class", "op"], as_index=False)[["time_ns", "count", "corrected_ns"]].sum()
+    g = r.groupby(["phase", "op_class", "op"], as_index=False)[["time_ns", "count", "corrected_ns", "clipped_ns"]].sum()
     g = _sort_key(g)
     tot = g.groupby("phase")[["time_ns", "corrected_ns"]].transform("sum")
     out = []
@@ -86,6 +102,7 @@ def op_rows(samples_df: pd.DataFrame) -> list[dict[str, Any]]:
             "phase": row.phase, "op_class": row.op_class, "op": row.op,
             "count": float(row.count / n), "time_ms": float(row.time_ns / n / 1e6),
             "time_ms_corrected": float(row.corrected_ns / n / 1e6),
+            "time_ms_clipped": float(row.clipped_ns / n / 1e6),
             "share": float(row.time_ns / t_raw) if t_raw else 0.0,
             "share_corrected": float(row.corrected_ns / t_cor) if t_cor else 0.0,
         })
@@ -137,6 +154,13 @@ def ops_summary(samples_df: pd.DataFrame) -> dict[str, Any]:
     both = [p for p in ("prefill", "decode") if prof.get(p) and plain.get(p)]
     r = _per_rep(samples_df)
     corrected = r.groupby(["phase", "rep"])["corrected_ns"].sum().groupby("phase").mean().to_dict() if len(r) else {}
+    by_phase = r.groupby("phase")[["time_ns", "clipped_ns"]].sum() if len(r) else None
+
+    def clipped(phase: str) -> float | None:  # % of the phase's traced time the correction clipped
+        if by_phase is None or phase not in by_phase.index or not has_launch_probe(samples_df):
+            return None
+        t = float(by_phase.loc[phase, "time_ns"])
+        return float(by_phase.loc[phase, "clipped_ns"]) / t * 100.0 if t else None
 
     def coverage(phase: str) -> float | None:
         c, p = corrected.get(phase), plain.get(phase)
@@ -152,6 +176,10 @@ def ops_summary(samples_df: pd.DataFrame) -> dict[str, Any]:
         "ops_overhead_pct_decode": overhead_pct(prof.get("decode", 0.0), plain["decode"]),
         "op_launch_ns_prefill": launch_ns(samples_df, "prefill") or None,
         "op_launch_ns_decode": launch_ns(samples_df, "decode") or None,
+        "op_launch1_ns_prefill": launch_ns(samples_df, "prefill", "op_launch1_ns") or None,
+        "op_launch1_ns_decode": launch_ns(samples_df, "decode", "op_launch1_ns") or None,
+        "ops_clipped_pct_prefill": clipped("prefill"),
+        "ops_clipped_pct_decode": clipped("decode"),
         "ops_coverage_pct_prefill": coverage("prefill"),
         "ops_coverage_pct_decode": coverage("decode"),
     }

@@ -7,7 +7,7 @@ columns, ratio and bootstrap interval) both take their numbers from here, so the
 the same number everywhere.
 
 Definitions (DESIGN.md, measurement method), per rep (rep >= 0: the plain timing reps; the worker's
-load samples have rep -1):
+load samples have rep -1, a first rep -r auto discarded as extra warmup rep -2):
   prefill_tok_s = n_prompt / the rep's prefill time; ttft_ms = that time
   decode_tok_s = n_gen / the sum of the rep's step times (never total minus prefill)
   tpot_ms_pXX = the XXth percentile (linear interpolation) of the rep's step times
@@ -60,6 +60,17 @@ def spread(name: str, values: dict[str, np.ndarray]) -> float | None:
     return float(v.std(ddof=1))
 
 
+def ci_halfwidth_rel(values) -> float | None:
+    """The 95% t-interval half-width of the mean of per-rep ``values``, relative to the mean (the
+    -r auto stopping rule and the summary's ci_pct); None below two reps or for a mean <= 0."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2 or v.mean() <= 0:
+        return None
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size) / v.mean())
+
+
 def phase_energy(s: pd.DataFrame, phase: str) -> pd.Series:
     """Whole-device energy (J) of each plain rep's ``phase`` window, indexed by rep."""
     e = s[(s["metric"] == "energy_j") & (s["phase"] == phase) & (s["label"] == ENERGY_TOTAL) & (s["rep"] >= 0)]
@@ -105,6 +116,10 @@ def rep_values(s: pd.DataFrame | None, n_prompt: int, n_gen: int) -> dict[str, n
             out["decode_tok_s"] = n_gen / (steps.sum().to_numpy(dtype=float) / 1e9)
         for q in TPOT_PERCENTILES:
             out[f"tpot_ms_p{q}"] = steps.quantile(q / 100).to_numpy(dtype=float) / 1e6
+    else:  # the steps timed as one (an imported llama-bench tg test): throughput, no percentiles
+        whole = plain[plain["metric"] == "decode_ns"].groupby("rep")["value"].sum().to_numpy(dtype=float)
+        if whole.size and n_gen:
+            out["decode_tok_s"] = n_gen / (whole / 1e9)
     for m in ("weights_bytes", "kv_bytes", "compute_bytes", "repack_bytes"):
         v = _per_case_bytes(s, m)
         if v is not None:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgebench.analysis import per_rep
-from edgebench.records import MODEL_INFO_FIELDS, SUMMARY_COLUMNS
+from edgebench.records import MODEL_INFO_FIELDS, SUMMARY_COLUMNS, kv_positions, llama_bench_name
 from edgebench.store import bundle
 
 CV_WARN = 0.10  # DESIGN.md: warn when the coefficient of variation is above 10%
@@ -30,11 +30,15 @@ def _summary_values(v: dict[str, np.ndarray]) -> dict[str, Any]:
         out[f"{m}_std"] = per_rep.spread(m, v)
     out["prefill_cv"] = _cv(out["prefill_tok_s"], out["prefill_tok_s_std"])
     out["decode_cv"] = _cv(out["decode_tok_s"], out["decode_tok_s_std"])
+    timed = [v[m] for m in ("prefill_tok_s", "decode_tok_s") if m in v]
+    out["reps_used"] = max((len(x) for x in timed), default=None)
+    cis = [c for c in (per_rep.ci_halfwidth_rel(x) for x in timed) if c is not None]
+    out["ci_pct"] = max(cis) * 100 if cis else None  # the wider of the two throughputs' 95% CI
     return out
 
 
 _TIMING = ("load_ms", "prefill_tok_s", "prefill_tok_s_std", "ttft_ms", "decode_tok_s", "decode_tok_s_std",
-           "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99", "prefill_cv", "decode_cv")
+           "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99", "prefill_cv", "decode_cv", "reps_used", "ci_pct")
 _MEMORY = ("weights_bytes", "kv_bytes", "compute_bytes", "kv_used_bytes", "rss_peak_bytes", "gpu_peak_bytes",
            "repack_bytes")
 
@@ -68,13 +72,23 @@ def summarize_case(run_id: str, device: str, case: dict[str, Any], s) -> dict[st
     row: dict[str, Any] = {k: case.get(k) for k in case if k in SUMMARY_COLUMNS}
     row.update({k: model_info.get(k) for k in MODEL_INFO_FIELDS if k in SUMMARY_COLUMNS})
     row["run_id"], row["device"] = run_id, device
-    row["model"] = model_info.get("model_name") or case.get("model")
+    # A hub model is named as the user named it (ORG/REPO); the file's own name stays a field.
+    row["model"] = case.get("hub_repo") or model_info.get("model_name") or case.get("model")
+    if case.get("hub_repo"):
+        row["model_name"] = model_info.get("model_name")
     row["n_ctx"] = model_info.get("n_ctx_runtime") or case.get("n_ctx")
     row["synthetic"] = bool(case.get("preset"))
+    kind = case.get("test") or "pg"  # a case stored before tests had a kind was a pg test
+    row["test"] = llama_bench_name(kind, case["n_prompt"], case["n_gen"], case.get("depth") or 0)
+    for phase, span in kv_positions(kind, case["n_prompt"], case["n_gen"], case.get("depth") or 0).items():
+        row[f"{phase}_pos"] = f"{span[0]}-{span[1]}" if span else None
     values = per_rep.rep_values(s, int(case["n_prompt"]), int(case["n_gen"]))
     summary = _summary_values(values)
     row.update({k: summary[k] for k in _TIMING})
     row.update(memory_summary(s, model_info, values))
+    reps_info = info.get("reps") or {}
+    row["reps_discarded"] = len(reps_info.get("discarded") or ()) if reps_info else None
+    row["reps_stop"] = reps_info.get("stop") or None
     if (s["metric"] == "op_ns").any():  # the ops profiler ran: shares computed on read
         from edgebench.analysis.ops import ops_summary
 
@@ -112,14 +126,16 @@ def summarize_run(store, run_id: str) -> list[dict[str, Any]]:
 
 
 def cv_warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per phase whose coefficient of variation is above CV_WARN in some case, naming
+    the cases (a 16-case sweep on a noisy machine says so twice, not 32 times)."""
     out = []
-    for r in rows:
-        for key in ("prefill_cv", "decode_cv"):
-            cv = r.get(key)
-            if cv is not None and not math.isnan(cv) and cv > CV_WARN:
-                out.append(f"case {r['case_id']} ({r['model']} {r.get('quant')}): {key.split('_')[0]} "
-                           f"coefficient of variation {cv:.0%} > {CV_WARN:.0%}: the machine was noisy, "
-                           f"consider more reps or a quieter machine")
+    for key in ("prefill_cv", "decode_cv"):
+        noisy = [(r["case_id"], cv) for r in rows
+                 if (cv := r.get(key)) is not None and not math.isnan(cv) and cv > CV_WARN]
+        if noisy:
+            cases = ", ".join(f"{cid} ({cv:.0%})" for cid, cv in noisy)
+            out.append(f"{key.split('_')[0]} coefficient of variation > {CV_WARN:.0%} in case{'s' if len(noisy) > 1 else ''} "
+                       f"{cases}: the machine was noisy, consider more reps or a quieter machine")
     return out
 
 

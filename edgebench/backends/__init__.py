@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from edgebench.errors import InputError
+from edgebench.errors import InputError, did_you_mean
 
 if TYPE_CHECKING:
     from edgebench.backends.base import Backend
@@ -26,7 +26,8 @@ BACKEND_NAMES: tuple[str, ...] = tuple(n for n in _REGISTRY if n != "fake")
 def canonical_name(name: str) -> str:
     n = _ALIASES.get(name.lower(), name.lower())
     if n not in _REGISTRY:
-        raise InputError(f"unknown backend {name!r}; backends: {', '.join(BACKEND_NAMES)}")
+        raise InputError(f"unknown backend {name!r}{did_you_mean(name, [*BACKEND_NAMES, *_ALIASES])}; "
+                         f"backends: {', '.join(BACKEND_NAMES)}")
     return n
 
 

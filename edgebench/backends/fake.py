@@ -5,7 +5,13 @@ the runtimes (runner, store, CLI, reports). Its "model" is a small JSON file end
    "n_params": 1000000, "quant": "Q4_K_M", "bpw": 4.5}
 
 fail: "" | "error" (Python exception) | "crash" (SIGSEGV) | "oom" (SIGKILL) | "hang" (sleeps)
+      | "abort" (SIGABRT, as a GGML_ASSERT does)
 fail_at: "load" | "prefill" | "decode". Timings are sleeps, so they are real wall time.
+"slow_prefills": N, "slow_us": U make the first N prefill calls U microseconds slower (a cold
+first rep, for -r auto's outlier rule: the warmup is one prefill call).
+Fault hooks: "stderr": lines printed to stderr just before the failure (what a runtime logs, e.g.
+a GGML_ASSERT line and a backtrace), "error_text": the injected exception's message,
+"alloc_mib": MiB allocated (and touched) at load, to meet a memory limit.
 
 Logits (capability "logits", for quality-pass tests): deterministic, a function of the current token
 only: row t of a fixed table (seed 0) plus ``logit_noise`` x row t of a table seeded by
@@ -18,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,8 +56,12 @@ class FakeBackend(Backend):
     def _maybe_fail(self, where: str) -> None:
         if self.cfg.get("fail") and self.cfg.get("fail_at", "load") == where:
             kind = self.cfg["fail"]
+            for line in self.cfg.get("stderr", ()):
+                print(line, file=sys.stderr, flush=True)
             if kind == "error":
-                raise RuntimeError(f"injected failure at {where}")
+                raise RuntimeError(self.cfg.get("error_text") or f"injected failure at {where}")
+            if kind == "abort":
+                os.abort()
             if kind == "crash":
                 os.kill(os.getpid(), signal.SIGSEGV)
             if kind == "oom":
@@ -64,6 +75,8 @@ class FakeBackend(Backend):
         except (OSError, json.JSONDecodeError) as e:
             raise InputError(f"fake model {case.model}: {e}") from None
         self.case = case
+        if self.cfg.get("alloc_mib"):  # bytearray touches every page: a memory limit is met here
+            self._ballast = bytearray(int(self.cfg["alloc_mib"]) * 2**20)
         self._maybe_fail("load")
         n_params = int(self.cfg.get("n_params", 1_000_000))
         bpw = float(self.cfg.get("bpw", 16.0))
@@ -80,7 +93,9 @@ class FakeBackend(Backend):
 
     def prefill(self, tokens: Sequence[int]) -> None:
         self._maybe_fail("prefill")
-        _busy_wait(len(tokens) * self.cfg.get("prefill_us_per_token", 20) / 1e6)
+        self.n_prefills = getattr(self, "n_prefills", 0) + 1
+        cold = self.cfg.get("slow_us", 0) if self.n_prefills <= self.cfg.get("slow_prefills", 0) else 0
+        _busy_wait((len(tokens) * self.cfg.get("prefill_us_per_token", 20) + cold) / 1e6)
         self.n_cached += len(tokens)
 
     def decode_step(self, token: int) -> None:

@@ -261,6 +261,8 @@ class NodeTracer:
 
 
 LAUNCH_PHASE = "launch"  # events "launch/<phase>": the no-op launch probe run after that phase
+# events "launch1/<phase>": the same with nodes ggml computes on one thread (ggml_get_n_tasks: 1)
+LAUNCH1_PHASE = "launch1"
 
 
 class LaunchProbe:
@@ -272,6 +274,11 @@ class LaunchProbe:
     notify) with nothing to compute. ``run(phase, rep)`` records one chain as events of phase
     "launch/<phase>"; the backend runs it right after each traced phase window, so the cost is
     taken in the same state (warm threads, same machine load) as the phase it corrects.
+
+    A traced node is its own graph, and ggml plans a graph with as many threads as its nodes'
+    largest task count (ggml-cpu.c: ggml_graph_plan, cplan.n_threads = MIN(max_tasks, n_threads)):
+    GET_ROWS, SET_ROWS, SCALE, views... run on the calling thread with no fork/join at all. A
+    second chain of SCALEs (one task) measures that cheaper launch: events "launch1/<phase>".
     """
 
     def __init__(self, tracer: NodeTracer, n_threads: int, n_nodes: int = 64) -> None:
@@ -297,48 +304,56 @@ class LaunchProbe:
             ("ggml_graph_overhead", [], c_size_t),
             ("ggml_new_tensor_1d", [c_void_p, c_int, c_int64], c_void_p),
             ("ggml_add", [c_void_p, c_void_p, c_void_p], c_void_p),
+            ("ggml_scale", [c_void_p, c_void_p, ctypes.c_float], c_void_p),
             ("ggml_new_graph", [c_void_p], c_void_p),
             ("ggml_build_forward_expand", [c_void_p, c_void_p], None),
         ):
             f = getattr(L, fn)
             f.argtypes, f.restype = args, res
         self.backend = cpu.ggml_backend_cpu_init()
-        self.ctx = self.sched = None
+        self.ctx = None
+        self.chains: dict[str, tuple[c_void_p, c_void_p]] = {}  # phase kind -> (sched, graph)
         if not self.backend:
             raise RuntimeError("ggml_backend_cpu_init failed (launch probe)")
         try:
             cpu.ggml_backend_cpu_set_n_threads(self.backend, n_threads)
-            self.ctx = L.ggml_init(_InitParams((n_nodes + 8) * g.tensor_overhead() + L.ggml_graph_overhead(), None, True))
+            self.ctx = L.ggml_init(_InitParams((2 * n_nodes + 16) * g.tensor_overhead() + 2 * L.ggml_graph_overhead(),
+                                               None, True))
             f32 = llama_cpp.GGML_TYPE_F32
-            x = L.ggml_new_tensor_1d(self.ctx, f32, 1)
             c = L.ggml_new_tensor_1d(self.ctx, f32, 1)
-            for _ in range(n_nodes):
-                x = L.ggml_add(self.ctx, x, c)
-            self.graph = L.ggml_new_graph(self.ctx)
-            L.ggml_build_forward_expand(self.graph, x)
-            backends = (c_void_p * 1)(self.backend)
-            bufts = (c_void_p * 1)(L.ggml_backend_get_default_buffer_type(self.backend))
-            self.sched = L.ggml_backend_sched_new(backends, bufts, 1, n_nodes + 64, False, False)
-            L.ggml_backend_sched_set_eval_callback(self.sched, tracer.callback, None)
+            for kind, node in ((LAUNCH_PHASE, lambda x: L.ggml_add(self.ctx, x, c)),
+                               (LAUNCH1_PHASE, lambda x: L.ggml_scale(self.ctx, x, 1.0))):
+                x = L.ggml_new_tensor_1d(self.ctx, f32, 1)
+                for _ in range(n_nodes):
+                    x = node(x)
+                graph = L.ggml_new_graph(self.ctx)
+                L.ggml_build_forward_expand(graph, x)
+                backends = (c_void_p * 1)(self.backend)
+                bufts = (c_void_p * 1)(L.ggml_backend_get_default_buffer_type(self.backend))
+                sched = L.ggml_backend_sched_new(backends, bufts, 1, n_nodes + 64, False, False)
+                self.chains[kind] = (sched, graph)
+                L.ggml_backend_sched_set_eval_callback(sched, tracer.callback, None)
         except BaseException:
             self.close()
             raise
 
     def run(self, phase: str, rep: int) -> None:
-        """Record one chain as events of phase "launch/<phase>". Blocks (about a millisecond)."""
-        self.tracer.mark(f"{LAUNCH_PHASE}/{phase}", rep)
-        try:
-            rc = self.lib.ggml_backend_sched_graph_compute(self.sched, self.graph)
-        finally:
-            self.tracer.mark("", rep)
-        if rc != 0:
-            raise RuntimeError(f"launch probe graph failed with status {rc}")
+        """Record each chain as events of phase "launch/<phase>" and "launch1/<phase>". Blocks
+        (about a millisecond)."""
+        for kind, (sched, graph) in self.chains.items():
+            self.tracer.mark(f"{kind}/{phase}", rep)
+            try:
+                rc = self.lib.ggml_backend_sched_graph_compute(sched, graph)
+            finally:
+                self.tracer.mark("", rep)
+            if rc != 0:
+                raise RuntimeError(f"launch probe graph failed with status {rc}")
 
     def close(self) -> None:
         L = self.lib
-        if self.sched:
-            L.ggml_backend_sched_free(self.sched)
-            self.sched = None
+        for sched, _ in self.chains.values():
+            L.ggml_backend_sched_free(sched)
+        self.chains = {}
         if self.ctx:
             L.ggml_free(self.ctx)
             self.ctx = None

@@ -94,9 +94,13 @@ def model_info(f: OnnxFile, *, name: str, arch: str, configs: Sequence[Mapping[s
         head_dim=head_dim, n_ff=fact("n_ff"), n_vocab=n_vocab, tied=tied, n_ctx_train=fact("n_ctx_train"),
         n_ctx_runtime=n_ctx_runtime,
         extra={"ep": ep, "providers": providers, "file": str(f.path), "kv_dtype": kv_dtype.name,
-               # a tied lm_head is stored twice in ONNX: n_params counts it twice
-               "n_params_tied_copy": n_embd * n_vocab if f.meta.get("edgebench.tied") == "1" else 0,
+               # a tied lm_head stored twice (not shared by models.onnx_tied): n_params counts it twice
+               "n_params_tied_copy": n_embd * n_vocab if f.meta.get("edgebench.tied") == "1"
+               and f.meta.get("edgebench.tied_shared") != "1" else 0,
                "n_ubatch_ignored": True, **(extra or {}),
+               # a GGUF converted by models.gguf_to_onnx names its source, as a requantized GGUF does
+               **{k: f.meta[f"edgebench.{k}"] for k in ("requantized_from", "source_sha256", "source_name")
+                  if f"edgebench.{k}" in f.meta},
                "kv_cache": "shared-buffer" if kv_shared else "concat",
                "external_data": any(f.path.parent.glob(f.path.name + ".data"))},
     )

@@ -19,18 +19,19 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edgebench.backends.base import Backend, MemoryInfo, ModelInfo, OpEvent, OpTracer
 from edgebench.backends.onnx_load import kv_bytes_per_token, model_info, read_hf_config, read_onnx
-from edgebench.backends.op_classes import classify_onnx
+from edgebench.backends.ort_binding import make_binding
+from edgebench.backends.ort_memory import COMPUTE_METHOD, bound_kv_bytes, memory_info, rss_bytes
+from edgebench.backends.ort_trace import attribute_events
 from edgebench.errors import InputError
 from edgebench.models.quant_levels import ONNX_QUANTS
+from edgebench.models.synth_onnx import LOGITS_TO_KEEP
 from edgebench.records import Case, pad_ctx
 
 for _runtime in ("onnx", "onnxruntime"):  # found, not imported: backend_class says "not available"
@@ -58,18 +59,6 @@ def resolve_model_file(model: str) -> Path:
     return found[0]
 
 
-def _activation_rows(args: dict[str, Any]) -> int:
-    """Rows (tokens) of a matmul's first input from the profiler's input_type_shape."""
-    shapes = args.get("input_type_shape") or []
-    if not shapes:
-        return 0
-    shape = next(iter(shapes[0].values()), [])
-    if len(shape) < 2:
-        return 1
-    # [M, K] / [B, S, K]: all rows; [B, H, S, D] (per-head attention products): S
-    return math.prod(shape[:-1]) if len(shape) <= 3 else shape[-2]
-
-
 _GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
               "all": "ORT_ENABLE_ALL"}
 
@@ -87,10 +76,18 @@ class OnnxRuntimeBackend(Backend, OpTracer):
 
         return str(ensure_onnx_model(preset, quant, progress=progress))
 
+    @classmethod
+    def build_from_gguf(cls, source: str, quant: str, progress=None) -> str:
+        """The GGUF ``source`` as an ONNX decoder at ``quant``, its own weights (models.gguf_to_onnx)."""
+        from edgebench.models.gguf_to_onnx import ensure_onnx_from_gguf
+
+        return str(ensure_onnx_from_gguf(source, quant, progress=progress))
+
     def __init__(self) -> None:
         self._sess = self._plain = None
         self._trace_dir: str | None = None
         self._n_vocab, self._meta = 0, {}
+        self._all_sess = None
 
     # ---- loading -------------------------------------------------------------------------
     def load(self, case: Case) -> ModelInfo:
@@ -103,9 +100,11 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         # Flat attributes, not self._layout.x: _run reads several of them on every decode step.
         self._n_layer, self._n_kv, self._head_dim, self._kv_dtype = g.n_layer, g.n_kv, g.head_dim, g.kv_dtype
         self._past_names, self._out_names, self._kv_shared = g.past_names, g.out_names, g.kv_shared
-        self._has_pos, self._has_branch = g.has_pos, g.has_branch
+        self._has_pos, self._has_branch, self._has_keep = g.has_pos, g.has_branch, g.has_keep
         self._vocab, self._logits_itemsize = g.vocab, g.logits_itemsize
         config = read_hf_config(path)
+        if self._has_keep:  # referenced for as long as the sessions that use it
+            self._keep_last = ort.OrtValue.ortvalue_from_numpy(np.ones(1, np.int64))
 
         self._ort = ort
         provider = _PROVIDERS.get(case.ep)
@@ -116,8 +115,9 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         self._providers = [provider] + (["CUDAExecutionProvider"] if case.ep == "tensorrt" else [])
         self._device = "cpu" if case.ep == "cpu" else "cuda"
         self._path, self._case = path, case
-        self._kv_bufs = self._new_kv_bufs(case.ctx_effective)
         self._meta = f.meta
+        rss_before = rss_bytes()
+        self._kv_bufs = self._new_kv_bufs(case.ctx_effective)
         self._use(self._session(profile=False))
         got = self._sess.get_providers()
         if got[0] != provider:
@@ -125,17 +125,34 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         self._model_bytes = f.n_bytes
         self._grow_feeds(case.ctx_effective)
         self.reset()
+        self._compute_est = self._probe_compute() if self._device == "cpu" else None
         info = model_info(
             f, name=config.get("_name_or_path") or path.stem, arch=config.get("model_type"), configs=[config],
             n_layer=g.n_layer, n_head_kv=g.n_kv, head_dim=g.head_dim, kv_dtype=g.kv_dtype, kv_shared=g.kv_shared,
             n_ctx_runtime=case.ctx_effective, ep=case.ep, providers=got,
-            fallbacks={"n_head": g.gqa_heads, "n_embd": g.embd, "n_vocab": g.vocab})
+            fallbacks={"n_head": g.gqa_heads, "n_embd": g.embd, "n_vocab": g.vocab},
+            extra={"io_binding": self._bind.kind, "rss_load_bytes": rss_bytes() - rss_before,
+                   "compute_bytes_method": COMPUTE_METHOD if self._compute_est is not None else "unknown"})
         self._n_vocab = info.n_vocab
         return info
 
-    def _session(self, profile: bool):
+    def _probe_compute(self) -> int:
+        """RSS growth over one run of the largest chunk a case feeds, cache emptied after (see
+        backends.ort_memory: an estimate of what the arena and intermediates take). In load: not timed."""
+        before = rss_bytes()
+        self._run([0] * max(1, min(self._case.n_batch, self._case.n_prompt, self._mask.shape[1])))
+        self.reset()
+        return max(rss_bytes() - before, 0)
+
+    def _session(self, profile: bool, keep: bool = True):
+        """A session on the model. ``keep``: a graph with a num_logits_to_keep input (the builder's,
+        defaulting to 0 = all positions) computes the last position's logits only, as llama.cpp
+        does: the value is set as an initializer, since IO binding cannot bind a graph input that
+        has an initializer."""
         ort = self._ort
         so = ort.SessionOptions()
+        if keep and self._has_keep:
+            so.add_initializer(LOGITS_TO_KEEP, self._keep_last)
         so.intra_op_num_threads = self._case.n_threads
         so.inter_op_num_threads = 1
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _GRAPH_OPT[self._case.graph_opt])
@@ -146,15 +163,14 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         return ort.InferenceSession(str(self._path), so, providers=self._providers)
 
     def _use(self, sess) -> None:
-        # The pybind objects under onnxruntime's Python wrappers: the wrappers' checks and object
-        # creation cost ~2x per bound name, and a decode step binds 2 * n_layer + 4 of them.
-        self._sess, self._binding = sess, sess.io_binding()
-        self._c_sess, self._c_bind = sess._sess, self._binding._iobinding
-        self._c_dev = self._ort.OrtDevice.make(self._device, 0)._get_c_device()
-        self._c_bind.bind_output("logits", self._c_dev)  # first: get_outputs()[0] is the logits
+        """Run ``sess`` from now on, through a new binding (backends.ort_binding: the pybind fast
+        path when its objects check out) with the shared-buffer cache bound as past and present."""
+        self._sess, self._bind = sess, make_binding(self._ort, sess, self._device)
+        self._bind.bind_new_output("logits")  # first: the run's outputs[0] is the logits
         for i, buf in enumerate(self._kv_bufs):
-            self._c_bind.bind_ortvalue_input(self._past_names[i], buf._ortvalue)
-            self._c_bind.bind_ortvalue_output(self._out_names[i + 1], buf._ortvalue)
+            v = self._bind.value(buf)
+            self._bind.bind_value(self._past_names[i], v)
+            self._bind.bind_value_output(self._out_names[i + 1], v)
 
     def _new_kv_bufs(self, n_ctx: int) -> list:
         """The shared-buffer cache: one [1, n_kv, n_ctx, head_dim] OrtValue per past input."""
@@ -176,7 +192,7 @@ class OnnxRuntimeBackend(Backend, OpTracer):
             return
         self._empty = self._ort.OrtValue.ortvalue_from_numpy(
             np.zeros((1, self._n_kv, 0, self._head_dim), self._kv_dtype), self._device, 0)
-        self._past = [self._empty._ortvalue] * len(self._past_names)
+        self._past = [self._bind.value(self._empty)] * len(self._past_names)
 
     def _run(self, tokens: Sequence[int]) -> None:
         n, start = len(tokens), self._n_past
@@ -185,25 +201,22 @@ class OnnxRuntimeBackend(Backend, OpTracer):
             if self._kv_shared:
                 raise RuntimeError(f"the KV cache holds {self._mask.shape[1]} tokens (n_ctx); {total} asked")
             self._grow_feeds(2 * total)
-        b = self._c_bind  # binds numpy memory without a copy: keep the arrays alive
+        b = self._bind  # binds numpy memory without a copy: keep the arrays alive
         self._ids = np.asarray(tokens, np.int64).reshape(1, n)
-        b.bind_input("input_ids", self._ids)
-        b.bind_input("attention_mask", self._mask[:, :total])
+        b.bind_array("input_ids", self._ids)
+        b.bind_array("attention_mask", self._mask[:, :total])
         if self._has_pos:
-            b.bind_input("position_ids", self._positions[:, start:total])
+            b.bind_array("position_ids", self._positions[:, start:total])
         if self._has_branch:
-            b.bind_input("use_cache_branch", self._branch)
+            b.bind_array("use_cache_branch", self._branch)
         if self._kv_shared:
-            b.bind_output("logits", self._c_dev)
+            b.bind_new_output("logits")
         else:
             for name, value in zip(self._past_names, self._past):
-                b.bind_ortvalue_input(name, value)
+                b.bind_value(name, value)
             for name in self._out_names:  # no shape: onnxruntime allocates the grown present
-                b.bind_output(name, self._c_dev)
-        self._c_sess.run_with_iobinding(b, None)
-        if self._device != "cpu":
-            b.synchronize_outputs()
-        outs = b.get_outputs()
+                b.bind_new_output(name)
+        outs = b.run()
         self._logits, self._n_past = outs[0], total
         if not self._kv_shared:
             self._past = list(outs)[1:]
@@ -251,16 +264,31 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         self.reset()
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
-        """``tokens`` as a fresh sequence, in n_batch-sized runs; every position's logits (the graph
-        computes lm_head for each) copied to host as float32. The cache holds ``tokens`` after."""
+        """``tokens`` as a fresh sequence, in n_batch-sized runs; every position's logits (a graph
+        with num_logits_to_keep is fed 0 for these runs) copied to host as float32. The cache
+        holds ``tokens`` after."""
         n, step = len(tokens), self._case.n_batch
         self.fit_context(n)
         self.reset()
         out = np.empty((n, self._n_vocab), np.float32)
-        for i in range(0, n, step):
-            self._run(tokens[i:i + step])
-            out[i:i + step] = self._logits.numpy()[0]
+        timed = self._sess
+        if self._has_keep:
+            self._use(self._all_logits_session())
+        try:
+            for i in range(0, n, step):
+                self._run(tokens[i:i + step])
+                out[i:i + step] = self._logits.numpy()[0]
+        finally:
+            if self._has_keep:
+                self._use(timed)  # the cache buffers are shared: the cache stays as it is
         return out
+
+    def _all_logits_session(self):
+        """A second session on the file's own num_logits_to_keep (0: every position), made on the
+        first logits() call, after everything timed: it holds a second copy of the weights."""
+        if self._all_sess is None:
+            self._all_sess = self._session(profile=False, keep=False)
+        return self._all_sess
 
     def step_logits(self, token: int) -> np.ndarray:
         self._run((token,))
@@ -271,17 +299,16 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         return "CPU" if self._device == "cpu" else "CUDA0"
 
     def memory(self) -> MemoryInfo:
-        """Initializer bytes of the file; the KV cache that ctx_effective tokens occupy; the logits
-        tensor of one n_batch chunk. Compute buffers are unknown to the Python API."""
-        buf = self._buffer()
+        """Initializer bytes of the file; the bound KV buffers' bytes (exact; a concat cache: its
+        bytes at ctx_effective tokens); the load-time compute estimate (backends.ort_memory); the
+        logits tensor of one run."""
         per_token = kv_bytes_per_token(self._n_layer, self._n_kv, self._head_dim, self._kv_dtype)
-        chunk = min(self._case.n_batch, self._case.n_prompt)
-        return MemoryInfo(
-            weights_by_buffer={buf: self._model_bytes},
-            kv_by_buffer={buf: per_token * self._case.ctx_effective},
-            compute_by_buffer={},
-            output_by_buffer={buf: chunk * self._vocab * self._logits_itemsize} if self._vocab else {},
-        )
+        chunk = 1 if self._has_keep else min(self._case.n_batch, self._case.n_prompt)
+        kv = (bound_kv_bytes(self._kv_bufs, self._kv_dtype) if self._kv_shared
+              else per_token * self._case.ctx_effective)
+        return memory_info(self._buffer(), model_bytes=self._model_bytes, kv_bytes=kv,
+                           compute_estimate=self._compute_est,
+                           logits_bytes=chunk * self._vocab * self._logits_itemsize if self._vocab else 0)
 
     def kv_used_bytes(self) -> int | None:
         """Bytes of K/V of the tokens in the cache (concat mode: of the present tensors held)."""
@@ -303,7 +330,7 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         if self._trace_dir:
             shutil.rmtree(self._trace_dir, ignore_errors=True)
             self._trace_dir = None
-        self._sess = self._plain = self._binding = self._c_sess = self._c_bind = None
+        self._sess = self._plain = self._bind = self._all_sess = None
         self._past, self._kv_bufs, self._logits = [], [], None
 
     # ---- ops tracing ---------------------------------------------------------------------
@@ -336,32 +363,4 @@ class OnnxRuntimeBackend(Backend, OpTracer):
         return self._attribute(events, start_ns)
 
     def _attribute(self, events: list[dict], start_ns: int) -> list[OpEvent]:
-        marks = sorted(self._marks)
-        mark_t = [t for t, _, _ in marks]
-
-        def label(abs_ns: int) -> tuple[str, int] | None:
-            i = int(np.searchsorted(mark_t, abs_ns, side="right")) - 1
-            return (marks[i][1], marks[i][2]) if i >= 0 else None
-
-        # A whole run belongs to the window its start falls in: node timestamps near a mark
-        # cannot then be split from their run.
-        runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
-                      if e.get("cat") == "Session" and e.get("name") == "model_run")
-        if len(runs) < self._traced_runs:
-            warnings.warn(f"onnxruntime's profiler recorded {len(runs)} of {self._traced_runs} runs "
-                          "(its event buffer is full): op times are partial", stacklevel=2)
-        run_start = [r[0] for r in runs]
-        out = []
-        for e in events:
-            if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
-                continue
-            j = int(np.searchsorted(run_start, e["ts"], side="right")) - 1
-            ts = runs[j][0] if j >= 0 and e["ts"] <= runs[j][1] else e["ts"]
-            lab = label(start_ns + ts * 1000)
-            if lab is None:
-                continue
-            args = e.get("args", {})
-            op = args.get("op_name", "")
-            out.append(OpEvent(phase=lab[0], rep=lab[1], op=op, op_class=classify_onnx(op, _activation_rows(args)),
-                               name=e["name"][: -len("_kernel_time")], ns=int(e["dur"]) * 1000))
-        return out
+        return attribute_events(events, start_ns, self._marks, self._traced_runs)

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from edgebench.cli import model_cmds, run_cmds, store_cmds  # noqa: F401  (register the commands)
+from edgebench.cli import fleet_cmds, model_cmds, run_cmds, store_cmds  # noqa: F401  (register the commands)
 from edgebench.cli.app import app, err
 from edgebench.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, InputError
 

@@ -9,7 +9,7 @@ import typer
 
 from edgebench.cli.app import DEFAULT_OUT, app
 from edgebench.errors import EXIT_INTERRUPTED
-from edgebench.run.spec import QUALITY_HELP, SWEEP_HELP
+from edgebench.run.spec import AUTO_HELP, PG_HELP, QUALITY_HELP, REPS_HELP, SWEEP_HELP
 
 
 # Quality options, shared by `run --quality` and `quality` (a fresh OptionInfo for each command).
@@ -28,8 +28,12 @@ def run(
     backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp, onnxruntime, onnxruntime-genai (comma list)."),
     n_prompt: Optional[list[str]] = _s("n_prompt", "-p", "--n-prompt"),
     n_gen: Optional[list[str]] = _s("n_gen", "-n", "--n-gen"),
+    pg: Optional[list[str]] = typer.Option(None, "-pg", "--prompt-gen", help=PG_HELP),
     depth: Optional[list[str]] = _s("depth", "-d", "--depth"),
-    reps: Optional[int] = typer.Option(None, "-r", "--reps", help="Repetitions (default 5)."),
+    reps: Optional[str] = typer.Option(None, "-r", "--reps", help=REPS_HELP),
+    target_ci: Optional[str] = typer.Option(None, "--target-ci", help=AUTO_HELP["--target-ci"]),
+    max_reps: Optional[int] = typer.Option(None, "--max-reps", help=AUTO_HELP["--max-reps"]),
+    max_time: Optional[float] = typer.Option(None, "--max-time", help=AUTO_HELP["--max-time"]),
     threads: Optional[list[str]] = _s("threads", "-t", "--threads"),
     ctx: Optional[list[str]] = _s("ctx", "--ctx"),
     batch: Optional[list[str]] = _s("batch", "-b", "--batch"),
@@ -67,8 +71,8 @@ def run(
     if resume:
         raise typer.Exit(_present_run(session.resume(resume, out, store_target=store), report=not no_report))
     options = dict(
-        models=[m for arg in (model or []) for m in arg.split(",")] or None, quants=quant, backends=backend, reps=reps,
-        n_prompt=n_prompt, n_gen=n_gen, depth=depth, threads=threads, ctx=ctx, batch=batch, ubatch=ubatch,
+        models=[m for arg in (model or []) for m in arg.split(",")] or None, quants=quant, backends=backend, reps=reps, target_ci=target_ci, max_reps=max_reps, max_time=max_time,
+        n_prompt=n_prompt, n_gen=n_gen, pg=pg, depth=depth, threads=threads, ctx=ctx, batch=batch, ubatch=ubatch,
         n_gpu_layers=n_gpu_layers, flash_attn=flash_attn, cache_type_k=cache_type_k, cache_type_v=cache_type_v, ep=ep,
         graph_opt=graph_opt, profile=profile, device=device, timeout=timeout, cooldown=cooldown, cooldown_temp=cooldown_temp,
         verify=False if no_verify else None, warmup=False if no_warmup else None, quality=quality or None,
@@ -113,23 +117,26 @@ def quality_cmd(
 
 def _present_run(outcome, report: bool) -> int:
     """After a run: the summary table, noise warnings, the report; returns the run's exit code."""
-    if outcome.code == EXIT_INTERRUPTED:
+    if outcome.code == EXIT_INTERRUPTED or outcome.failed:  # the session said why, in one line
         return outcome.code
     from rich.console import Console
+    from rich.markup import escape
 
     from edgebench.analysis.summary import cv_warnings
     from edgebench.present import tables
+    from edgebench.run.protocol import clip
 
     console = Console(stderr=True)
     tables.print_rows(outcome.rows, "table", title=f"run {outcome.run_id} ({outcome.elapsed_s:.0f} s)")
     for w in cv_warnings(outcome.rows):
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(f"[yellow]warning:[/yellow] {escape(clip(w))}")
     if report:
         from edgebench.present import report as report_mod
 
         try:
-            console.print(f"report: {report_mod.write_report(outcome.store, [outcome.run_id], outcome.run_dir)}")
+            path = report_mod.write_report(outcome.store, [outcome.run_id], outcome.run_dir)
+            console.print(f"report: {escape(str(path))}")
         except Exception as e:  # a report problem must never lose the measured run
-            console.print(f"[yellow]warning:[/yellow] report not written: {type(e).__name__}: {e}")
-    console.print(f"stored in {outcome.store.url}; run folder {outcome.run_dir}")
+            console.print(f"[yellow]warning:[/yellow] report not written: {escape(clip(f'{type(e).__name__}: {e}'))}")
+    console.print(f"stored in {escape(outcome.store.url)}; run folder {escape(str(outcome.run_dir))}")
     return outcome.code

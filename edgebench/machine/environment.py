@@ -184,19 +184,57 @@ def fair_run_warnings(profile: DeviceProfile, env: dict[str, Any]) -> list[str]:
     return out
 
 
-def measure_memory_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
+BANDWIDTH_CAP_BYTES = 256 * 2**20  # per array: far past any CPU cache
+BANDWIDTH_MIN_BYTES = 32 * 2**20   # below this a copy measures a cache, not DRAM: not measured
+
+
+def _memory_room_bytes() -> int | None:
+    """Bytes this process can still allocate: MemAvailable, and the address-space limit (RLIMIT_AS)
+    less what is mapped already; None when neither is known."""
+    room = []
+    try:
+        with open("/proc/meminfo") as f:
+            room += [int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:")]
+    except OSError:
+        pass
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as f:
+                mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            room.append(soft - mapped)
+    except (ImportError, OSError, ValueError):
+        pass
+    return min(room) if room else None
+
+
+def measure_memory_bandwidth(n_bytes: int | None = None, repeats: int = 5) -> tuple[float | None, str]:
     """Sustained memory bandwidth in GB/s, STREAM-copy style: the best of ``repeats`` copies of
-    an ``n_bytes`` array (read + write counted). Single-threaded numpy, so a lower bound of what
-    several cores can pull; used for the roofline where a device profile has no spec figure."""
+    an array (read + write counted). Single-threaded numpy, so a lower bound of what several
+    cores can pull; used for the roofline where a device profile has no spec figure.
+
+    The two arrays are sized to the machine: at most BANDWIDTH_CAP_BYTES each and 1/8 of the
+    memory this process can still get, so a small board or a memory limit is not pushed to an
+    out-of-memory kill. Returns (GB/s, "") or (None, why it was not measured); never raises."""
     import time
 
     import numpy as np
 
-    src = np.ones(n_bytes // 8)
-    dst = np.empty_like(src)
+    if n_bytes is None:
+        room = _memory_room_bytes()
+        n_bytes = BANDWIDTH_CAP_BYTES if room is None else min(BANDWIDTH_CAP_BYTES, room // 8)
+    if n_bytes < BANDWIDTH_MIN_BYTES:
+        return None, f"not measured: only {max(n_bytes, 0) * 8 / 2**20:.0f} MiB of memory free"
+    try:
+        src = np.ones(n_bytes // 8)
+        dst = np.empty_like(src)
+    except MemoryError:
+        return None, f"not measured: 2 x {n_bytes / 2**20:.0f} MiB could not be allocated"
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         np.copyto(dst, src)
         best = min(best, time.perf_counter() - t0)
-    return 2 * src.nbytes / best / 1e9
+    return 2 * src.nbytes / best / 1e9, ""

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edgebench.errors import InputError
+from edgebench.errors import InputError, did_you_mean
 from edgebench.machine.probe import HostProbe
 
 TELEMETRY_SOURCES = ("tegrastats", "nvml", "rapl", "psutil")
@@ -104,16 +104,31 @@ def _profile_dirs() -> list[Path]:
     return dirs
 
 
-def _from_toml(path: Path) -> DeviceProfile:
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
-    known = {f.name for f in dataclasses.fields(DeviceProfile)} - {"path"}
-    extra = set(data) - known
-    if extra:
-        raise ValueError(f"{path.name}: unknown keys {sorted(extra)}")
-    for key in ("aliases", "telemetry"):
-        data[key] = tuple(data.get(key, ()))
-    return DeviceProfile(**data, path=str(path))
+def read_profile(path: Path) -> DeviceProfile:
+    """One profile file. InputError (one line, naming the file) for a file that is not valid TOML,
+    has unknown or missing keys, or values of the wrong kind: a profile from EDGEBENCH_DEVICE_PATH
+    is the user's input."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        known = {f.name for f in dataclasses.fields(DeviceProfile)} - {"path"}
+        extra = set(data) - known
+        if extra:
+            raise ValueError(f"unknown keys {sorted(extra)}")
+        for key in ("aliases", "telemetry"):
+            names = data.get(key, [])
+            if not isinstance(names, list) or not all(isinstance(v, str) for v in names):
+                raise ValueError(f"{key} must be a list of names")
+            data[key] = tuple(names)
+        for key in ("detect", "recommended", "power_modes", "fair_run", "sources"):
+            if not isinstance(data.get(key, {}), dict):
+                raise ValueError(f"[{key}] must be a table")
+        return DeviceProfile(**data, path=str(path))
+    except OSError as e:
+        raise InputError(f"device profile {path}: cannot read it: {e.strerror}") from None
+    except (TypeError, ValueError) as e:  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        msg = " ".join(str(e).split())
+        raise InputError(f"device profile {path}: {msg[:200]}") from None
 
 
 _CACHE: dict[tuple[str, ...], dict[str, DeviceProfile]] = {}
@@ -127,7 +142,7 @@ def load_profiles() -> dict[str, DeviceProfile]:
         profiles: dict[str, DeviceProfile] = {}
         for d in dirs:
             for path in sorted(d.glob("*.toml")):
-                p = _from_toml(path)
+                p = read_profile(path)
                 profiles[p.name] = p
         if not profiles:
             raise RuntimeError(f"no device profiles found in {', '.join(key) or '(no folder)'}")
@@ -145,7 +160,8 @@ def get_profile(name: str) -> DeviceProfile:
         if want in (a.lower() for a in p.aliases):
             return p
     names = ", ".join(sorted(profiles))
-    raise InputError(f"unknown device {name!r}; devices: {names} (or 'auto')")
+    known = [*profiles, *(a.lower() for p in profiles.values() for a in p.aliases)]
+    raise InputError(f"unknown device {name!r}{did_you_mean(want, known)}; devices: {names} (or 'auto')")
 
 
 # --- evidence ---------------------------------------------------------------------------------

@@ -128,8 +128,11 @@ def _parse_file(path: Path) -> _Header:
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             try:
                 return _parse_body(mm, size, version, gguf)
-            except (IndexError, struct.error, ValueError, OverflowError, MemoryError) as e:
-                raise InputError(f"{path}: corrupt or truncated GGUF file ({size} bytes): {e}") from None
+            except (IndexError, struct.error, ValueError, OverflowError, MemoryError, RecursionError) as e:
+                # RecursionError: arrays nested thousands deep, a few KB of hostile header.
+                # The detail quotes names from the file (a tensor name can be 64 KB): cut it short.
+                detail = str(e) if len(str(e)) <= 160 else str(e)[:157] + "..."
+                raise InputError(f"{path}: corrupt or truncated GGUF file ({size} bytes): {detail}") from None
 
 
 def _parse_body(mm, size: int, version: int, gguf) -> _Header:

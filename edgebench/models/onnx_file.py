@@ -18,10 +18,11 @@ import numpy as np
 import onnx
 
 from edgebench.errors import InputError
+from edgebench.models.synth_onnx import LOGITS_TO_KEEP
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _PRESENT = re.compile(r"^present\.(\d+)\.(key|value)$")
-_FEEDABLE = {"input_ids", "attention_mask", "position_ids", "use_cache_branch"}
+_FEEDABLE = {"input_ids", "attention_mask", "position_ids", "use_cache_branch", LOGITS_TO_KEEP}
 _PARAM_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
                 onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
 # Inputs of quantized ops that hold scales / zero points / indices, not parameters.
@@ -61,7 +62,10 @@ def count_weights(graph: onnx.GraphProto) -> tuple[int, int, dict[str, int]]:
             if packed is not None and packed.data_type == onnx.TensorProto.UINT8:
                 unpacked[n.input[0]] = math.prod(packed.dims) * 8 // int(attrs.get("bits", 4))
     n_params = n_bytes = 0
+    overridable = {vi.name for vi in graph.input}  # an input's default value, not a weight
     for t in graph.initializer:
+        if t.name in overridable:
+            continue
         n_bytes += _tensor_bytes(t)
         n = math.prod(t.dims)
         if t.name in unpacked:
@@ -91,6 +95,22 @@ def value_shape(vi: onnx.ValueInfoProto) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
 
 
+def _embedding_width(graph: onnx.GraphProto) -> int:
+    """n_embd from the table the input_ids lookup reads (0 when there is none): a [n_vocab, n_embd]
+    Gather, a tied lookup into the [n_embd, n_vocab] lm_head (Gather axis 1, models.onnx_tied), or
+    GatherBlockQuantized on packed [n_vocab, blocks, bytes] (8 // bits values per uint8)."""
+    node = next((n for n in graph.node if n.op_type in ("Gather", "GatherBlockQuantized")
+                 and len(n.input) > 1 and n.input[1] == "input_ids"), None)
+    table = next((t for t in graph.initializer if node is not None and t.name == node.input[0]), None)
+    if table is None or len(table.dims) < 2:
+        return 0
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Gather":
+        return table.dims[0] if attrs.get("axis", 0) == 1 else table.dims[1]
+    per_byte = 8 // int(attrs.get("bits", 4)) if table.data_type == onnx.TensorProto.UINT8 else 1
+    return math.prod(table.dims[1:]) * per_byte
+
+
 @dataclass(frozen=True)
 class GraphLayout:
     """The inputs and outputs a decoder graph is fed and read through, and the facts they tell."""
@@ -108,6 +128,7 @@ class GraphLayout:
     embd: int  # from the embedding table fed by input_ids; 0 when there is none
     gqa_heads: int  # num_heads of the attention ops; 0 when there are none
     kv_shared: bool  # present is written into the past buffer (see read_layout)
+    has_keep: bool  # num_logits_to_keep is an input (optional: an initializer may default it)
 
 
 def read_layout(path: Path, graph: onnx.GraphProto) -> GraphLayout:
@@ -143,9 +164,7 @@ def read_layout(path: Path, graph: onnx.GraphProto) -> GraphLayout:
     vocab = (logits[-1] or 0) if logits else 0
     logits_itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(
         outputs["logits"].type.tensor_type.elem_type)).itemsize
-    embed = [n.input[0] for n in graph.node if n.op_type == "Gather" and n.input[1] == "input_ids"]
-    dims = {t.name: list(t.dims) for t in graph.initializer if embed and t.name == embed[0]}
-    embd = dims[embed[0]][1] if embed and embed[0] in dims else 0
+    embd = _embedding_width(graph)
     heads = [a.i for n in graph.node if n.op_type in ("GroupQueryAttention", "MultiHeadAttention")
              for a in n.attribute if a.name == "num_heads"]
     gqa_heads = heads[0] if heads else 0
@@ -153,7 +172,8 @@ def read_layout(path: Path, graph: onnx.GraphProto) -> GraphLayout:
     # onnxruntime-genai runs it): a cache preallocated for n_ctx, bound once, no per-step copy.
     gqa_out = {o for n in graph.node if n.op_type == "GroupQueryAttention" for o in n.output[1:3]}
     kv_shared = set(present.values()) <= gqa_out
+    has_keep = any(vi.name == LOGITS_TO_KEEP for vi in graph.input)
     return GraphLayout(
-        n_layer=n_layer, n_kv=n_kv, head_dim=head_dim, kv_dtype=kv_dtype, past_names=past_names,
+        has_keep=has_keep, n_layer=n_layer, n_kv=n_kv, head_dim=head_dim, kv_dtype=kv_dtype, past_names=past_names,
         out_names=out_names, has_pos=has_pos, has_branch=has_branch, vocab=vocab,
         logits_itemsize=logits_itemsize, embd=embd, gqa_heads=gqa_heads, kv_shared=kv_shared)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from edgebench.errors import InputError
+from edgebench.errors import InputError, did_you_mean
 from edgebench.models.shape import ModelShape
 
 ARCHS = ("llama", "qwen2", "gemma2", "phi3", "stablelm")  # the architectures synth_gguf can write
@@ -80,7 +80,7 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name.lower()]
     except KeyError:
-        raise InputError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}") from None
+        raise InputError(f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; presets: {', '.join(PRESETS)}") from None
 
 
 def is_preset(name: str) -> bool:

@@ -46,9 +46,11 @@ GGUF_QUANTS = QuantLevels(
     ladder=("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"),
 )
 
-# onnxruntime's own quantizers: quantize_dynamic (int8) and MatMulNBitsQuantizer (int4, blocks of 32 / 128).
+# onnxruntime's own quantizers: quantize_dynamic (int8) and MatMulNBitsQuantizer (int4, blocks of 32 / 128);
+# fp16 / int4-b32-fp16: float16 activations, KV cache and logits (models.onnx_fp16), for the CUDA provider.
+ONNX_FP16_LEVELS = ("fp16", "int4-b32-fp16")
 ONNX_QUANTS = QuantLevels(
     "onnx quant level",
-    levels=("fp32", "int8", "int4-b32", "int4-b128"),
+    levels=("fp32", "int8", "int4-b32", "int4-b128", *ONNX_FP16_LEVELS),
     ladder=("fp32", "int8", "int4-b32"),
 )

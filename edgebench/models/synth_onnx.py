@@ -7,9 +7,9 @@ outputs ``logits`` [batch, seq, vocab] and ``present.N.key|value`` [batch, n_hea
 head_dim]. Each layer is a Llama block built like onnxruntime-genai's builder builds it for CPU and
 CUDA: RMSNorm written in standard ops (onnxruntime fuses it into SimplifiedLayerNormalization),
 com.microsoft RotaryEmbedding, com.microsoft GroupQueryAttention (past + current, causal), output
-projection, SwiGLU MLP, residuals; a final norm and the lm_head. A tied lm_head is written as its
-own [n_embd, n_vocab] matrix holding the embedding's transpose (as the genai builder does), so the
-quantizers quantize it; ``edgebench.tied`` in metadata_props says so.
+projection, SwiGLU MLP, residuals; a final norm and the lm_head. A tied model stores the matrix
+once, as the [n_embd, n_vocab] lm_head (what the quantizers quantize); the embedding lookup reads
+it, at every level (models.onnx_tied; ``edgebench.tied`` / ``edgebench.tied_shared`` in metadata).
 
 Quantization uses onnxruntime's own tools: quantize_dynamic (int8, MatMul weights) and
 MatMulNBitsQuantizer (int4, symmetric, blocks of 32 or 128, com.microsoft MatMulNBits); the levels
@@ -37,6 +37,7 @@ OPSET = 17  # ReduceMean with an axes attribute; old enough for JetPack's onnxru
 IR_VERSION = 8
 EXTERNAL_DATA_ABOVE = 1_800_000_000  # bytes: protobuf cannot hold a model over 2 GB
 INT4_ACCURACY_LEVEL = 4  # CPU: int8 compute for MatMulNBits, as genai's builder does for CPU
+LOGITS_TO_KEEP = "num_logits_to_keep"  # optional int64 [1] input: logits of the last N positions, 0 = all
 
 Progress = Callable[[int, int], None] | None  # (done_bytes, total_bytes), like edgebench.synth
 
@@ -177,6 +178,13 @@ def _graph_nodes(p: Preset) -> tuple[list, list, list]:
         down = node("MatMul", [node("Mul", [silu, up], f"{pre}/mlp/Mul"), f"{w}.mlp.down_proj.weight"],
                     f"{pre}/mlp/down_proj/MatMul")
         x = node("Add", [x, down], f"{pre}/residual_mlp/Add")
+    # Logits of the last num_logits_to_keep positions only (0: all), as HF's logits_to_keep: the
+    # backend feeds 1 (llama.cpp computes the last position's logits only), the quality pass 0.
+    # The input has an initializer (0) as its default, so a runtime that does not feed it
+    # (onnxruntime-genai) gets every position, as from any Optimum export.
+    keep = node("Neg", [LOGITS_TO_KEEP], "/model/logits_to_keep/Neg")
+    x = node("Slice", [x, keep, const("/model/constants/int64_max", [np.iinfo(np.int64).max], np.int64),
+                       const("/model/constants/axes_seq", [1], np.int64)], "/model/logits_to_keep/Slice")
     h = rms_norm(x, "model.norm.weight", "/model/norm")
     nodes.append(helper.make_node("MatMul", [h, "lm_head.weight"], ["logits"], name="/lm_head/MatMul"))
 
@@ -186,13 +194,14 @@ def _graph_nodes(p: Preset) -> tuple[list, list, list]:
         helper.make_tensor_value_info("attention_mask", i64, ["batch_size", "total_sequence_length"]),
         helper.make_tensor_value_info("position_ids", i64, ["batch_size", "sequence_length"]),
     ]
-    outputs = [helper.make_tensor_value_info("logits", f32, ["batch_size", "sequence_length", p.n_vocab])]
+    outputs = [helper.make_tensor_value_info("logits", f32, ["batch_size", "logits_length", p.n_vocab])]
     for i in range(p.n_layer):
         for kv in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(
                 f"past_key_values.{i}.{kv}", f32, ["batch_size", p.n_head_kv, "past_sequence_length", p.head_dim]))
             outputs.append(helper.make_tensor_value_info(
                 f"present.{i}.{kv}", f32, ["batch_size", p.n_head_kv, "total_sequence_length", p.head_dim]))
+    inputs.append(helper.make_tensor_value_info(LOGITS_TO_KEEP, i64, [1]))
     return nodes, inputs, outputs
 
 
@@ -215,12 +224,19 @@ def _set_metadata(model, props: dict[str, str]) -> None:
         e.key, e.value = k, v
 
 
-def write_onnx(preset: Preset, path: Path, seed: int = 0, progress: Progress = None) -> Path:
+Weights = Callable[[str, tuple[int, ...]], np.ndarray]  # (onnx name, shape) -> float32 array
+
+
+def write_onnx(preset: Preset, path: Path, seed: int = 0, progress: Progress = None,
+               weights: Weights | None = None, metadata: dict[str, str] | None = None) -> Path:
     """Write the fp32 decoder for ``preset`` to ``path`` (weights in ``path.data`` beside it when
-    they pass ~1.8 GB). Random weights, N(0, 0.02) from ``seed``; norms are ones.
-    ``progress(done_bytes, total_bytes)`` follows the weights. Blocks."""
+    they pass ~1.8 GB). Random weights, N(0, 0.02) from ``seed``, norms ones, unless ``weights``
+    gives each tensor (models.gguf_to_onnx: a GGUF's own); ``metadata`` adds to / overrides the
+    edgebench.* metadata_props. ``progress(done_bytes, total_bytes)`` follows the weights. Blocks."""
     import onnx
     from onnx import helper
+
+    from edgebench.models.onnx_tied import share_tied_embedding
 
     path = Path(path)
     shapes = _weight_shapes(preset)
@@ -231,16 +247,21 @@ def write_onnx(preset: Preset, path: Path, seed: int = 0, progress: Progress = N
     embed, done = None, 0
     try:
         for name, shape, init in shapes:
-            if init == "ones":
+            if init == "ones" and weights is None:
                 arr = np.ones(shape, np.float32)
             elif init == "tied":
                 arr = np.ascontiguousarray(embed.T)
+            elif weights is not None:
+                arr = np.ascontiguousarray(weights(name, shape), dtype=np.float32)
+                if arr.shape != shape:
+                    raise ValueError(f"{name}: weight source gave shape {arr.shape}, the graph needs {shape}")
             else:
                 arr = rng.standard_normal(shape, dtype=np.float32)
                 arr *= 0.02
             if name == "model.embed_tokens.weight" and preset.tied:
-                embed = arr
-            writer.add(name, arr)
+                embed = arr  # not stored: the embedding reads lm_head.weight (models.onnx_tied)
+            else:
+                writer.add(name, arr)
             done += arr.nbytes
             del arr
             if progress:
@@ -248,10 +269,13 @@ def write_onnx(preset: Preset, path: Path, seed: int = 0, progress: Progress = N
     finally:
         writer.close()
     nodes, inputs, outputs = _graph_nodes(preset)
-    graph = helper.make_graph(nodes, f"edgebench-{preset.name}", inputs, outputs, initializer=writer.tensors)
+    keep_default = helper.make_tensor(LOGITS_TO_KEEP, onnx.TensorProto.INT64, [1], [0])
+    graph = helper.make_graph(nodes, f"edgebench-{preset.name}", inputs, outputs,
+                              initializer=writer.tensors + [keep_default])
     model = helper.make_model(graph, producer_name="edgebench", ir_version=IR_VERSION,
                               opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
-    _set_metadata(model, _metadata(preset, "fp32"))
+    _set_metadata(model, _metadata(preset, "fp32") | (metadata or {}))
+    share_tied_embedding(model)
     onnx.save_model(model, str(path))
     return path
 
@@ -276,6 +300,8 @@ def _quiet() -> Iterator[None]:
 def _quantize_loud(src: Path, dst: Path, quant: str) -> None:
     import onnx
 
+    from edgebench.models.onnx_tied import share_tied_embedding
+
     if quant == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -288,49 +314,65 @@ def _quantize_loud(src: Path, dst: Path, quant: str) -> None:
     else:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        block = int(quant.split("-b")[1])
-        quantizer = MatMulNBitsQuantizer(onnx.load_model(str(src)), bits=4, block_size=block, is_symmetric=True,
-                                         accuracy_level=INT4_ACCURACY_LEVEL, op_types_to_quantize=("MatMul",))
-        quantizer.process()
-        model = quantizer.model.model
+        from edgebench.models.onnx_fp16 import to_fp16
+
+        model = onnx.load_model(str(src))
+        if quant.endswith("fp16"):  # fp16 activations (models.onnx_fp16), then int4 weights with fp16 scales
+            model = to_fp16(model)
+        if quant.startswith("int4"):
+            block = int(quant.split("-")[1][1:])  # int4-b32, int4-b32-fp16
+            quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block, is_symmetric=True,
+                                             accuracy_level=INT4_ACCURACY_LEVEL, op_types_to_quantize=("MatMul",))
+            quantizer.process()
+            model = quantizer.model.model
         if sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_ABOVE:
             onnx.external_data_helper.convert_model_to_external_data(
                 model, all_tensors_to_one_file=True, location=dst.name + ".data")
     _set_metadata(model, {"edgebench.quant": quant})
+    share_tied_embedding(model)  # the quantized lm_head becomes the embedding too
     onnx.save_model(model, str(dst))
 
 
 def ensure_onnx_model(preset: str | Preset, quant: str, cache: Path | None = None,
                       progress: Progress = None) -> Path:
-    """Path of ``<cache>/models/<preset>-<quant>.onnx``, built first if the cache lacks it.
-
-    Builds under a temporary folder beside the target and renames into place when complete
-    (external data first, the .onnx last: the .onnx's presence means the model is whole); a lock
-    file per target serialises concurrent builders. Quantized levels are made from the cached
-    fp32 model. ``progress(done_bytes, total_bytes)`` follows a build. Blocks (a large preset takes
-    minutes)."""
+    """Path of ``<cache>/models/<preset>-<quant>.onnx``, built first if the cache lacks it (see
+    ensure_level). Blocks (a large preset takes minutes)."""
     p, q = (preset if isinstance(preset, Preset) else get_preset(preset)), ONNX_QUANTS.check(quant)
     models = models_dir(cache)
     models.mkdir(parents=True, exist_ok=True)
-    target = models / f"{p.name}-{q}.onnx"
+    return ensure_level(models / f"{p.name}-{q}.onnx", q, lambda out: write_onnx(p, out, progress=progress),
+                        lambda: ensure_onnx_model(p, "fp32", cache, progress), progress)
+
+
+def ensure_level(target: Path, quant: str, write_fp32: Callable[[Path], object],
+                 fp32_model: Callable[[], Path], progress: Progress = None) -> Path:
+    """``target`` (the model at ``quant``), built first if it does not exist: ``write_fp32(path)``
+    writes the fp32 level, any other level is quantized from ``fp32_model()`` (the cached fp32
+    model, built first if need be).
+
+    Builds under a temporary folder beside the target and renames into place when complete
+    (external data first, the .onnx last: the .onnx's presence means the model is whole); a lock
+    file per target serialises concurrent builders. ``progress(done_bytes, total_bytes)`` follows
+    a build. Blocks."""
     if target.exists():
         return target
-    src = ensure_onnx_model(p, "fp32", cache, progress) if q != "fp32" else None
+    src = fp32_model() if quant != "fp32" else None
+    folder = target.parent
     with locked(target):
         if target.exists():
             return target
-        for stale in models.glob(f".{target.name}.tmp-*"):  # left by a killed builder; we hold the lock
+        for stale in folder.glob(f".{target.name}.tmp-*"):  # left by a killed builder; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=models))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=folder))
         try:
             out = tmp / target.name
             if src is None:
-                write_onnx(p, out, progress=progress)
+                write_fp32(out)
             else:  # the quantizers report nothing on the way
-                size = sum(f.stat().st_size for f in models.glob(src.name + "*") if not f.name.endswith(".lock"))
+                size = sum(f.stat().st_size for f in src.parent.glob(src.name + "*") if not f.name.endswith(".lock"))
                 if progress:
                     progress(0, size)
-                _quantize(src, out, q)
+                _quantize(src, out, quant)
                 if progress:
                     progress(size, size)
             data = out.with_name(out.name + ".data")

@@ -17,8 +17,8 @@ from typing import Any
 
 from edgebench.analysis import quality, summary
 from edgebench.errors import InputError
+from edgebench.present import devices, ops_side, pareto, plots
 from edgebench.present import format as format_
-from edgebench.present import pareto, plots
 from edgebench.records import KEY_FIELDS, SUMMARY_COLUMNS
 from edgebench.store import bundle
 
@@ -99,10 +99,12 @@ def _roofline(row: dict[str, Any], bw_gbs: float | None) -> dict[str, Any]:
     weights = min(known) if known else None
     if not bw_gbs or not weights or not row.get("decode_tok_s"):
         return {}
-    kv = row.get("kv_used_bytes") or 0.0
-    end = (row.get("depth") or 0) + row["n_prompt"] + row["n_gen"]
-    # kv_used_bytes is the cache after the last step; the average step reads it about half-way.
-    kv_read = kv * ((row.get("depth") or 0) + row["n_prompt"] + row["n_gen"] / 2) / end if end else kv
+    # The average decode step reads the cache half-way through the positions the steps covered
+    # (a tg test's from the depth, a pg test's after the prompt); llama.cpp's KV bytes per position
+    # are its allocated bytes over its context.
+    first, last = (int(x) for x in str(row.get("decode_pos") or "0-0").split("-"))
+    per_pos = (row.get("kv_bytes") or 0.0) / row["n_ctx"] if row.get("n_ctx") else 0.0
+    kv_read = per_pos * (first + last + 1) / 2
     per_token = float(weights) + kv_read
     bound = bw_gbs * 1e9 / per_token
     return {"mem_bandwidth_gbs": bw_gbs, "bytes_per_token": per_token, "bound_tok_s": bound,
@@ -245,13 +247,27 @@ def _extra_lead(sid: str, df) -> str:
     if sid == "ops" and "ops_overhead_pct" in df and df["ops_overhead_pct"].notna().any():
         lo, hi = df["ops_overhead_pct"].min(), df["ops_overhead_pct"].max()
         span = f"{lo:+.0f}%" if round(lo) == round(hi) else f"{lo:+.0f}% to {hi:+.0f}%"
-        return (f"Tracing changed the profiled reps' wall time by {span} against the plain reps; shares are "
-                f"corrected for the per-node launch cost.")
+        return f"Tracing changed the profiled reps' wall time by {span} against the plain reps; " + _correction_note(df)
     if sid in ("pareto_speed", "pareto_memory", "quality") and "quality_note" in df and df["quality_note"].notna().any():
         return f"Some levels have random weights (synthetic presets): {quality.SYNTHETIC_NOTE}."
     if sid == "energy" and "throttled" in df and (df["throttled"] == True).any():  # noqa: E712 (None/NaN are not True)
         return "Some cases were throttled while measured (see the warnings)."
     return ""
+
+
+def _correction_note(df) -> str:
+    """What the op shares are: launch-corrected (and how much the correction clipped) only where a
+    launch probe ran (llama.cpp), raw where there is none (ONNX Runtime)."""
+    probed = df["op_launch_ns_decode"].notna() | df["op_launch_ns_prefill"].notna() if "op_launch_ns_decode" in df else None
+    if probed is None or not probed.any():
+        return "shares are raw traced time (no launch probe for this runtime: nothing corrected)."
+    clip = [c for c in ("ops_clipped_pct_prefill", "ops_clipped_pct_decode") if c in df and df[c].notna().any()]
+    worst = max(float(df[c].max()) for c in clip) if clip else None
+    text = "shares are corrected for the per-node launch cost (measured per thread count ggml uses for the node)"
+    text += f"; the correction clipped at most {worst:.1f}% of a phase's traced time." if worst is not None else "."
+    if not probed.all():
+        text += " Cases without a launch probe (ONNX Runtime) show raw shares."
+    return text
 
 
 def _runs_facts(runs, df) -> list[str]:
@@ -291,6 +307,12 @@ def write_report(store, run_ids: list[str], out_dir: Path, max_kld: float | None
     if "kld_mean" in df and df["kld_mean"].notna().any():
         sections.append(("quality", *SECTIONS["quality"], None))
     verdicts = max_kld_lines(df, max_kld)
+    if len(df) and devices.applies(runs):  # runs from several devices: side by side, a bar per device
+        sections += [("devices", devices.TITLE, devices.LEAD, None)] + [
+            (p.stem, f"{devices.TITLE}: {format_.header(p.stem[len('devices_'):])}", "", p)
+            for p in devices.figures(df, runs, out_dir / "figures")]
+    if len(df) and ops_side.applies(df):  # op shares from two runtimes: ms per token per class, side by side
+        sections.append(("ops_side", ops_side.TITLE, ops_side.LEAD, ops_side.figure(df, out_dir / "figures")))
     _write_html(out_dir / "index.html", title, runs, df, cols, constant, warnings, failed, sections, verdicts)
     _write_md(out_dir / "report.md", title, runs, df, cols, constant, warnings, failed, sections, verdicts)
     return out_dir / "index.html"
@@ -319,6 +341,10 @@ def _write_html(path, title, runs, df, cols, constant, warnings, failed, section
             parts.append(f"<img alt='{e(t)}' src='data:image/png;base64,{data}'>")
         if sid == "roofline":
             parts.append(_html_table(*_roof_table(df)))
+        if sid == "devices":
+            parts.append(_html_table(*devices.table(df, runs)))
+        if sid == "ops_side":
+            parts.append(_html_table(*ops_side.table(df)))
         if sid == "quality":
             parts += [f"<p class='lead'><b>{e(v)}</b></p>" for v in verdicts]
             parts.append(_html_table(*_quality_table(df)))
@@ -340,6 +366,10 @@ def _write_md(path, title, runs, df, cols, constant, warnings, failed, sections,
             lines += [f"![{t}](figures/{png.name})", ""]
         if sid == "roofline":
             lines += [_md_table(*_roof_table(df)), ""]
+        if sid == "devices":
+            lines += [_md_table(*devices.table(df, runs)), ""]
+        if sid == "ops_side":
+            lines += [_md_table(*ops_side.table(df)), ""]
         if sid == "quality":
             lines += [f"**{_md(v)}**\n" for v in verdicts] + [_md_table(*_quality_table(df)), ""]
     lines += ["## Summary table", ""] + ([f"Every case: {_md(', '.join(constant))}.", ""] if constant else [])

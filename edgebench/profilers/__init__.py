@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from edgebench.errors import InputError
+from edgebench.errors import InputError, did_you_mean
 
 if TYPE_CHECKING:
     from edgebench.profilers.base import Profiler
@@ -22,7 +22,7 @@ OPTIONAL_PROFILERS: tuple[str, ...] = tuple(n for n in _REGISTRY if n not in DEF
 
 def check_profiler_name(name: str) -> str:
     if name not in _REGISTRY:
-        raise InputError(f"unknown profiler {name!r}; profilers: {', '.join(OPTIONAL_PROFILERS)}")
+        raise InputError(f"unknown profiler {name!r}{did_you_mean(name, _REGISTRY)}; profilers: {', '.join(OPTIONAL_PROFILERS)}")
     return name
 
 

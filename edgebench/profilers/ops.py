@@ -21,14 +21,18 @@ fork/join, synchronize, a ctypes round trip) and breaks the CPU backend's RMS_NO
     (they may wait for a sleeping thread), is stored per (phase, rep). Measured in the state the
     phase left the machine in: on a VM the fork/join cost moves between regimes (here 1.5 and
     4.5 us) with the machine's load.
+  - op_launch1_ns: the same for nodes ggml runs on one thread (GET_ROWS, SET_ROWS, SCALE, views:
+    records.GGML_ONE_TASK_OPS): a traced node is its own graph, planned with its own task count,
+    so these pay no thread fork/join; a chain of SCALEs measures them (events "launch1/<phase>").
   - overhead %: profiled / plain wall time of the same work - 1, computed on read by
     opstats.ops_summary from the profiled_ns samples and the plain reps of the same case.
 Stalls. A launch may wait for a worker thread the OS put to sleep or preempted: milliseconds on a
 busy machine, landing on whichever node runs. A node's typical time is the median over its
 repeats: the same (name, op) in every decode step of every rep; in prefill, the same (name, op,
 ubatch) in every rep, hence three profiled reps. op_typical_ns counts every node at that median.
-Corrected op time = max(0, op_typical_ns - count * op_launch_ns) per (phase, rep, op), with the
-phase's median launch cost; corrected shares renormalize to 100%. Computed on read by
+Corrected op time = max(0, op_typical_ns - count * launch) per (phase, rep, op), with the phase's
+median launch cost for the op's thread count (op_launch1_ns for one-task ops, else op_launch_ns);
+what the max() clips is reported, never hidden; corrected shares renormalize to 100%. Computed on read by
 edgebench.opstats from the raw samples stored here.
 """
 
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
     from edgebench.backends.base import Backend
 
 LAUNCH_PHASE = "launch"  # events "launch/<phase>": the tracer's no-op launch probe after that phase
+LAUNCH_METRICS = {LAUNCH_PHASE: "op_launch_ns", "launch1": "op_launch1_ns"}  # "launch1": one-task nodes
 LAUNCH_WARM_IN = 8  # first probe nodes dropped: they may wait for a sleeping worker thread
 TOP_NODES = 30  # named nodes stored per phase
 
@@ -95,11 +100,11 @@ def _op_samples(events) -> list[Sample]:
     # window of every rep (prefill: each ubatch is its own place) -- in decode, of every step too.
     runs: dict[tuple, list[tuple[int, int]]] = defaultdict(list)  # (phase, op, class, name, k) -> [(rep, ns)]
     seen: dict[tuple, int] = defaultdict(int)
-    probes: dict[tuple[str, int], list[int]] = defaultdict(list)
+    probes: dict[tuple[str, str, int], list[int]] = defaultdict(list)
     for e in events:
         kind, _, after = e.phase.partition("/")
-        if kind == LAUNCH_PHASE:
-            probes[(after or "case", e.rep)].append(e.ns)
+        if kind in LAUNCH_METRICS:
+            probes[(LAUNCH_METRICS[kind], after or "case", e.rep)].append(e.ns)
             continue
         k = 0
         if e.phase != "decode":
@@ -134,7 +139,7 @@ def _op_samples(events) -> list[Sample]:
         rank = {n: i for i, n in enumerate(names)}
         out += [Sample(rep, ph, "node_ns", ns, idx=rank[name], label=name)
                 for (ph, rep, name), ns in node.items() if ph == phase and name in rank]
-    for (phase, rep), ns in sorted(probes.items()):
+    for (metric, phase, rep), ns in sorted(probes.items()):
         kept = ns[LAUNCH_WARM_IN:] if len(ns) > 2 * LAUNCH_WARM_IN else ns
-        out.append(Sample(rep, phase, "op_launch_ns", float(statistics.median(kept))))
+        out.append(Sample(rep, phase, metric, float(statistics.median(kept))))
     return out

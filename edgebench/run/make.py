@@ -50,8 +50,10 @@ def make_requantized(src: Path, quant: str, out: Path | None, backend: str = "ll
     from edgebench.models import requant
     from edgebench.models.quant_levels import GGUF_QUANTS
 
+    if canonical_name(backend) == "onnxruntime":
+        return _make_onnx(src, quant, out)
     if canonical_name(backend) != "llama-cpp":
-        raise InputError(f"--from requantizes GGUF files with llama.cpp; it builds nothing for {backend}")
+        raise InputError(f"--from builds GGUF levels (llama-cpp) or ONNX levels (onnxruntime); nothing for {backend}")
     levels = list(dict.fromkeys(GGUF_QUANTS.check(q) for q in quant.split(",")))
     from_quant = requant.source_quant(src)  # InputError for anything but a whole GGUF file
     console = Console(stderr=True)
@@ -65,6 +67,21 @@ def make_requantized(src: Path, quant: str, out: Path | None, backend: str = "ll
             raise InputError(str(e).splitlines()[0]) from None
 
     return _build_levels(src.name, levels, build)
+
+
+def _make_onnx(src: Path, quant: str, out: Path | None) -> list[str]:
+    """The GGUF ``src`` as ONNX decoders holding its own weights (models/gguf_to_onnx.py), one per
+    ONNX level of the comma list ``quant``; InputError for an architecture it cannot convert."""
+    from edgebench.models import requant
+    from edgebench.models.gguf_to_onnx import ensure_onnx_from_gguf, gguf_shape
+    from edgebench.models.quant_levels import ONNX_QUANTS
+
+    levels = list(dict.fromkeys(ONNX_QUANTS.check(q) for q in quant.split(",")))
+    _, carried = gguf_shape(Path(src).expanduser())  # bad input (file, architecture) before any bar
+    from_quant = carried["edgebench.requantized_from"]
+    if requant.is_quantized(from_quant):
+        Console(stderr=True).print(f"[yellow]note:[/yellow] {requant.requant_note(from_quant)}")
+    return _build_levels(src.name, levels, lambda q, progress: ensure_onnx_from_gguf(src, q, out, progress))
 
 
 def _build_levels(what: str, levels: list[str], build: Callable[[str, Callable], Path | str]) -> list[str]:

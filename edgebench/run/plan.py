@@ -11,7 +11,8 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgebench.errors import InputError
+from edgebench.errors import InputError, did_you_mean
+from edgebench.models.hub import HubModel
 from edgebench.records import Case
 from edgebench.run.spec import SWEEP_PARAMS, RunSpec
 
@@ -26,6 +27,7 @@ class ModelRef:
     preset: str = ""
     quant: str = ""
     source: str = ""
+    hub: HubModel | None = None  # where a model named on the Hugging Face Hub was resolved
 
 
 def canonical_spec(spec: RunSpec) -> RunSpec:
@@ -44,19 +46,26 @@ def resolve_models(spec: RunSpec) -> tuple[list[ModelRef], list[str]]:
 
     Validates files (exists, right format, not truncated) so bad input stops before any run."""
     from edgebench.backends import backend_class
-    from edgebench.models import presets
+    from edgebench.models import hub, presets
 
     refs: list[ModelRef] = []
     notes: list[str] = []
     files: list[Path] = []
     preset_names: list[str] = []
+    hubs: dict[Path, HubModel] = {}
     for m in spec.models:
         if presets.is_preset(m) and not Path(m).exists():
             preset_names.append(presets.get_preset(m).name)
             continue
+        if hub.is_hub_ref(m) and not Path(m).exists():
+            found = hub.resolve(m)
+            hubs[found.path] = found
+            files.append(found.path)
+            continue
         p = Path(m).expanduser()
         if not p.exists():
-            raise InputError(f"model {m!r} is neither a file nor a folder nor a preset (presets: {', '.join(presets.PRESETS)})")
+            raise InputError(f"model {m!r} is neither a file nor a folder nor a preset{did_you_mean(m, presets.PRESETS)} "
+                             f"(presets: {', '.join(presets.PRESETS)})")
         if p.is_dir() and not (p / "genai_config.json").exists() and not any(p.glob("*.onnx")):
             found = sorted(p.glob("*.gguf"))
             if not found:
@@ -68,17 +77,19 @@ def resolve_models(spec: RunSpec) -> tuple[list[ModelRef], list[str]]:
         cls = backend_class(backend)
         for f in files:
             suffix = "" if f.is_dir() else f.suffix.lower()
-            if suffix not in cls.suffixes:
+            # a GGUF at --quant levels is built in the backend's own format when it can (ONNX)
+            converts = bool(spec.quants) and suffix == ".gguf" and hasattr(cls, "build_from_gguf")
+            if suffix not in cls.suffixes and not converts:
                 notes.append(f"{f.name}: not a {backend} model, skipped for {backend}")
                 continue
             _validate_file(f)
             if spec.quants and suffix == ".gguf" and cls.quants is not None:
-                refs.extend(_requant_refs(backend, f, spec.quants, notes))
+                refs.extend(dataclasses.replace(r, hub=hubs.get(f)) for r in _requant_refs(backend, f, spec.quants, notes))
             else:
                 note = f"{f.name}: --quant applies to GGUF files and presets; it runs as itself"
                 if spec.quants and note not in notes:
                     notes.append(note)
-                refs.append(ModelRef(backend, path=str(f)))
+                refs.append(ModelRef(backend, path=str(f), hub=hubs.get(f)))
         quants = spec.quants or cls.default_ladder
         for name in preset_names:
             for q in quants:
@@ -127,21 +138,45 @@ def _validate_file(p: Path) -> None:
         validate_gguf(p)
 
 
+def tests(spec: RunSpec) -> list[dict[str, object]]:
+    """llama-bench's test list as Case fields. Each -p value is a pp test and each -n value a tg
+    test, as in llama-bench; they pair up in order into "split" cases (-p 64,128 -n 32: "pp64 tg32"
+    and "pp128"), so one case's reps time one pp and one tg and no test runs twice. Each -pg P,N is
+    a "pg" case. A spec stored before split_tests (a resumed old run): the -p x -n product, as then."""
+    prompts, gens = spec.sweep.get("n_prompt", (0,)), spec.sweep.get("n_gen", (0,))
+    if not spec.split_tests:
+        return [{"n_prompt": p, "n_gen": n, "test": "pg"} for p, n in itertools.product(prompts, gens)]
+    pairs = [(p, n) for p, n in itertools.zip_longest(prompts, gens, fillvalue=0) if p or n]
+    out: list[dict[str, object]] = [{"n_prompt": p, "n_gen": n, "test": "split"} for p, n in dict.fromkeys(pairs)]
+    out += [{"n_prompt": p, "n_gen": n, "test": "pg"} for p, n in spec.pg]
+    if not out:
+        raise InputError("-p 0 and -n 0 leave nothing to time: give prompt tokens, generated tokens or -pg P,N")
+    return out
+
+
 def expand(spec: RunSpec, refs: list[ModelRef], n_threads_default: int) -> list[tuple[ModelRef, Case]]:
-    """The cartesian product of models and sweep values. The Case's model path is filled in for
-    files; a preset or requantized case has none: its worker builds the model (run/worker.py)."""
-    names = list(spec.sweep)
+    """Models x llama-bench's tests (tests()) x the other sweep values, a cartesian product. The
+    Case's model path is filled in for files; a preset or requantized case has none: its worker
+    builds the model (run/worker.py)."""
+    names = [n for n in spec.sweep if n not in ("n_prompt", "n_gen")]
     grids = [spec.sweep[n] for n in names]
     out = []
     for ref in refs:
-        for combo in itertools.product(*grids):
-            kw = {SWEEP_PARAMS[n][0]: v for n, v in zip(names, combo)}
-            kw.setdefault("n_threads", n_threads_default)
-            try:
-                case = Case(backend=ref.backend, model=ref.path, reps=spec.reps, warmup=spec.warmup,
-                            profile=spec.profile, preset=ref.preset, quant_request=ref.quant, source=ref.source,
-                            timeout_s=spec.timeout, **kw)
-            except ValueError as e:
-                raise InputError(str(e)) from None
-            out.append((ref, case))
+        for test in tests(spec):
+            for combo in itertools.product(*grids):
+                kw = {SWEEP_PARAMS[n][0]: v for n, v in zip(names, combo)} | test
+                kw.setdefault("n_threads", n_threads_default)
+                try:
+                    case = Case(backend=ref.backend, model=ref.path, reps=spec.reps, target_ci=spec.target_ci,
+                                max_time_s=spec.max_time, warmup=spec.warmup,
+                                profile=spec.profile, preset=ref.preset, quant_request=ref.quant, source=ref.source,
+                                timeout_s=spec.timeout, **_hub_fields(ref.hub), **kw)
+                except ValueError as e:
+                    raise InputError(str(e)) from None
+                out.append((ref, case))
     return out
+
+
+def _hub_fields(found: HubModel | None) -> dict[str, str]:
+    """The Case fields that record where a hub model came from (none for a local file)."""
+    return {"hub_repo": found.repo, "hub_revision": found.revision, "hub_file": found.file} if found else {}

@@ -99,7 +99,21 @@ class Done(_Line):
 @dataclass(frozen=True)
 class Error(_Line):
     t: ClassVar[str] = "error"
-    error: str  # one line
+    error: str  # one line, clipped (clip())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "error", clip(self.error))
+
+
+ERROR_CAP = 400  # characters of a runtime's text an error line quotes (a hostile tensor name can be 64 KiB)
+
+
+def clip(text: str, cap: int = ERROR_CAP) -> str:
+    """``text`` on one line (runs of whitespace and newlines folded), cut after ``cap`` characters
+    with an ellipsis and the full length when longer. Every error string stored or printed goes
+    through here; clipping a clipped line again leaves it as it is (the suffix has room)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= cap + 32 else f"{line[:cap]}... ({len(line)} chars)"
 
 
 Message = Start | Go | Progress | Built | Info | Samples | Done | Error

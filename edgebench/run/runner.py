@@ -9,6 +9,7 @@ everything finished.
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -52,6 +53,30 @@ class CaseResult:
     model: str = ""  # the model file measured: the case's own, or the one a build reported
 
 
+# A store write that fails for a passing reason (another writer holds the lock past the busy
+# timeout, the disk is full for a moment) is tried again, waiting 0.5, 1, 2 ... s, up to
+# STORE_RETRY_S in all; then the error is raised and the session marks the run failed.
+STORE_RETRY_S = 120.0
+_TRANSIENT = ("locked", "busy", "disk is full", "disk i/o error", "could not serialize", "deadlock",
+              "server closed the connection", "connection refused")
+
+
+def with_retry(write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``write(*args, **kwargs)``, tried again with backoff while it fails with a transient store
+    error (the list above); any other error, or the last one, is raised. Blocks."""
+    import sqlalchemy as sa
+
+    deadline, wait = time.monotonic() + STORE_RETRY_S, 0.5
+    while True:
+        try:
+            return write(*args, **kwargs)
+        except (sa.exc.OperationalError, sa.exc.DBAPIError) as e:
+            if not any(t in str(e.orig or e).lower() for t in _TRANSIENT) or time.monotonic() + wait > deadline:
+                raise
+            time.sleep(wait)
+            wait = min(wait * 2, 8.0)
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -67,12 +92,45 @@ def _signal_reason(rc: int) -> str:
     return f"worker crashed with {name}"
 
 
-def _tail(path: Path, n: int = 3) -> str:
+# Lines of a case log that name why a worker failed, best first: llama.cpp's assert (its abort
+# prints a debugger backtrace after it, whose tail names nothing), then an allocation failure
+# (llama.cpp says "failed to allocate" / "unable to allocate" before its generic "failed to load
+# model"), then Python's MemoryError.
+_CAUSES = (re.compile(r"GGML_ASSERT\(.*\) failed|GGML_ABORT|ggml_abort"),
+           re.compile(r"(failed|unable|cannot|could not) (to )?allocate|out of memory|bad_alloc|"
+                      r"Cannot allocate memory|MemoryError", re.IGNORECASE))
+_BACKTRACE = re.compile(r"^(#\d+\s|\[New LWP|\[Thread |\[Inferior|0x[0-9a-f]+ in |Traceback|File \")")
+
+
+def _log_lines(path: Path) -> list[str]:
     try:
-        lines = [l.strip() for l in path.read_text(errors="replace").splitlines() if l.strip()]
+        return [l.strip() for l in path.read_text(errors="replace").splitlines() if l.strip()]
     except OSError:
-        return ""
-    return " | ".join(lines[-n:])
+        return []
+
+
+def _cause(lines: list[str]) -> str:
+    """The first log line that names the cause of a failure (see _CAUSES), or ""."""
+    for pattern in _CAUSES:
+        for line in lines:
+            if pattern.search(line):
+                return msg.clip(line)
+    return ""
+
+
+def _tail(lines: list[str], n: int = 3) -> str:
+    """The last ``n`` log lines that are not a backtrace's frames, clipped."""
+    return msg.clip(" | ".join([l for l in lines if not _BACKTRACE.match(l)][-n:]))
+
+
+def _explain(error: str, log_path: Path) -> str:
+    """A failed case's error with the log line naming its cause in front, when the error does not
+    quote it already (llama.cpp's "failed to load model" hides "unable to allocate ...")."""
+    cause = _cause(_log_lines(log_path))
+    said = error.split(": ", 1)[-1][:200]  # the message without its type: the traceback's last line repeats it
+    if cause and cause not in error and said not in cause:
+        return msg.clip(f"{cause} ({error})" if error else cause)
+    return msg.clip(error)
 
 
 def run_worker(case: Case, log_path: Path, on_msg: Callable[[msg.Message], None] = lambda m: None,
@@ -92,18 +150,22 @@ def run_worker(case: Case, log_path: Path, on_msg: Callable[[msg.Message], None]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edgebench.run.worker", str(write_fd)],
+            [sys.executable, "-m", "edgebench.run.worker", str(write_fd), str(os.getpid())],
             stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=(write_fd,),
             start_new_session=True,  # Ctrl-C reaches the runner only; it stops the worker itself
         )
         os.close(write_fd)
         deadline: float | None = None
 
-        def send(*messages: msg.Message) -> None:
-            """Write to the worker and close its input: it needs nothing more."""
+        def send(*messages: msg.Message, close: bool = False) -> None:
+            """Write to the worker; ``close`` ends its input ("do not measure"). After Go the input
+            stays open until the worker exits: the worker watches it and dies when it reads end of
+            input, so a parent killed by SIGKILL leaves no worker decoding on (worker.py)."""
             try:
                 proc.stdin.write(b"".join(m.to_json().encode() + b"\n" for m in messages))
-                proc.stdin.close()
+                proc.stdin.flush()
+                if close:
+                    proc.stdin.close()
             except OSError:  # it is gone already; its exit status tells why
                 pass
 
@@ -142,7 +204,7 @@ def run_worker(case: Case, log_path: Path, on_msg: Callable[[msg.Message], None]
                         reason = ready(replace(case, model=m.model)) if ready is not None else None
                         if reason:  # no Go: the worker exits without loading the model
                             res.status, res.error = "skipped", reason
-                            send()
+                            send(close=True)
                         else:
                             deadline = go()
                     got_end |= _handle(m, res)
@@ -154,8 +216,13 @@ def run_worker(case: Case, log_path: Path, on_msg: Callable[[msg.Message], None]
             sel.close()
             os.close(read_fd)
         rc = proc.wait()
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
     if res.status == "ok" and (rc != 0 or not got_end):
-        tail = _tail(log_path)
+        lines = _log_lines(log_path)
+        tail = _cause(lines) or _tail(lines)
         res.status = "failed"
         if rc < 0:
             res.error = _signal_reason(rc) + (f": {tail}" if tail else "")
@@ -163,6 +230,9 @@ def run_worker(case: Case, log_path: Path, on_msg: Callable[[msg.Message], None]
             res.error = res.error or f"worker exited with code {rc}: {tail}"
         if not res.model:  # a preset case whose build never finished
             res.error = f"could not build {case.build_label}: {res.error}"
+    elif res.status == "failed":
+        res.error = _explain(res.error, log_path)
+    res.error = msg.clip(res.error)
     return res
 
 
@@ -200,12 +270,17 @@ class _Ready:
     precheck: Callable[[Case], str | None] | None
     between: Callable[[], None] | None
     sha256: str = ""
+    unreadable: bool = False  # the model file could not be hashed: the case failed (not skipped)
 
     def __call__(self, case: Case) -> str | None:
         problem = self.precheck(case) if self.precheck else None
         if problem:
             return problem
-        self.sha256 = file_sha256(case.model)
+        try:
+            self.sha256 = file_sha256(case.model)
+        except OSError as e:  # removed or unreadable since the plan: this case fails, the sweep goes on
+            self.unreadable = True
+            return msg.clip(f"model file {case.model} cannot be read: {e.strerror or e}")
         if self.between is not None:
             self.between()
         return None
@@ -214,10 +289,12 @@ class _Ready:
 def run_cases(store: Store, run_id: str, planned: list[tuple[ModelRef, Case]], run_dir: Path,
               events: Events = NullEvents(), done_keys: set[str] = frozenset(),
               between: Callable[[], None] | None = None,
-              precheck: Callable[[Case], str | None] | None = None) -> dict[str, int]:
+              precheck: Callable[[Case], str | None] | None = None,
+              saved: Callable[[int, Case, list[Sample]], None] | None = None) -> dict[str, int]:
     """Run every planned case not already done (by Case.key()); returns counts by status.
     ``precheck`` returns a reason not to start a case (e.g. it cannot fit the device); such a case
-    is stored as skipped. ``between`` (a cooldown) runs before every case but the first."""
+    is stored as skipped. ``between`` (a cooldown) runs before every case but the first.
+    ``saved(case_id, case, samples)`` runs after each case is in the store (the run folder's update)."""
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     n = len(planned)
     for i, (_ref, case) in enumerate(planned):
@@ -234,11 +311,16 @@ def run_cases(store: Store, run_id: str, planned: list[tuple[ModelRef, Case]], r
                 events.progress(i, m)
 
         res = run_worker(case, run_dir / "logs" / f"case-{i:03d}.log", on_msg, ready)
+        if ready.unreadable:
+            res.status = "failed"
         if res.model:  # a preset or requantized case is stored with the file it was built into
             case = replace(case, model=res.model)
         if ready.sha256:
             res.info.setdefault("model", {})["model_sha256"] = ready.sha256
-        store.save_case(run_id, i, case, res.status, res.error, res.info, res.samples, started, time.time())
+        # The measured case is saved before anything else that could fail (the run folder, printing).
+        with_retry(store.save_case, run_id, i, case, res.status, res.error, res.info, res.samples, started, time.time())
         counts[res.status] = counts.get(res.status, 0) + 1
+        if saved is not None:
+            saved(i, case, res.samples)
         events.case_end(i, res.status, res.error)
     return counts

@@ -3,12 +3,14 @@ them case by case and keep the run folder current. Returns an Outcome; the CLI p
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from edgebench.analysis.summary import export_run
@@ -18,7 +20,9 @@ from edgebench.records import Case, case_label
 from edgebench.run import plan as planmod
 from edgebench.run import protocol, runner
 from edgebench.run import spec as specmod
-from edgebench.store.bundle import write_run_json
+from edgebench.run.protocol import clip
+from edgebench.store import liveness
+from edgebench.store.bundle import append_samples_csv, start_samples_csv, write_run_json
 from edgebench.store.database import Store, store_url
 
 console = Console(stderr=True)
@@ -37,13 +41,13 @@ class ProgressEvents:
 
     def case_start(self, i: int, n: int, case: Case) -> None:
         name = Path(case.model).name if case.model else f"{case.preset} {case.quant_request}"
-        self.p.update(self.cases, total=n, completed=i, description=f"case {i + 1}/{n} {name}")
+        self.p.update(self.cases, total=n, completed=i, description=f"case {i + 1}/{n} {escape(name)}")
         self.p.reset(self.reps, total=case.reps, completed=0, visible=True,
-                     description=f"  {case_label(case.to_dict(), _PROGRESS_LABEL)}: loading")
+                     description=f"  {escape(case_label(case.to_dict(), _PROGRESS_LABEL))}: loading")
 
     def progress(self, i: int, msg: protocol.Progress) -> None:
         stage, rep, reps = msg.stage, msg.rep, msg.reps
-        label = {"build": "building model", "warmup": "warmup", "rep": "rep", "profile": f"profiling ({msg.profiler})",
+        label = {"build": "building model", "warmup": "warmup", "rep": "rep", "profile": f"profiling ({escape(msg.profiler)})",
                  "quality": "quality: generating chunk" if msg.profiler == "generate" else "quality chunk"}[stage]
         if stage == "build":
             self.p.update(self.reps, total=reps, completed=rep, description=f"  {label}")
@@ -53,9 +57,9 @@ class ProgressEvents:
     def case_end(self, i: int, status: str, error: str) -> None:
         self.p.update(self.cases, completed=i + 1)
         if status == "failed":
-            self.p.console.print(f"[red]case {i + 1} failed:[/red] {error}")
+            self.p.console.print(f"[red]case {i + 1} failed:[/red] {escape(clip(error))}")
         elif status == "skipped" and "resume" not in error:
-            self.p.console.print(f"[yellow]case {i + 1} skipped:[/yellow] {error}")
+            self.p.console.print(f"[yellow]case {i + 1} skipped:[/yellow] {escape(clip(error))}")
 
 
 def _progress() -> Progress:
@@ -67,17 +71,27 @@ def _progress() -> Progress:
 def check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".edgebench-write-test"
+        probe = out / f".edgebench-write-test-{os.getpid()}"  # one per process: runs may start together
         probe.write_text("")
         probe.unlink()
     except OSError as e:
         raise InputError(f"output folder {out} cannot be written: {e.strerror or e}") from None
 
 
+def _warn(text: str) -> None:
+    console.print(f"[yellow]warning:[/yellow] {escape(clip(text))}", soft_wrap=True)
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one clipped line; a database error by its driver's message (SQLAlchemy's own
+    adds the SQL and a link)."""
+    return clip(f"{type(e).__name__}: {getattr(e, 'orig', None) or e}")
+
+
 @dataclass
 class Outcome:
-    """What a run left behind: its exit code (0 complete, 1 some case failed, 130 interrupted), where
-    it is stored, and the summary rows of its cases (empty when interrupted)."""
+    """What a run left behind: its exit code (0 complete, 1 some case failed or the run failed, 130
+    interrupted), where it is stored, and the summary rows of its cases (empty when interrupted or failed)."""
 
     code: int
     store: Store
@@ -85,6 +99,7 @@ class Outcome:
     run_dir: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
+    failed: bool = False  # the parent itself failed (the run is stored as `failed`; it said why)
 
 
 def _plan(spec: specmod.RunSpec) -> tuple[list, list[str]]:
@@ -120,28 +135,35 @@ def start(options: dict[str, Any], config: Path | None, out: Path, store_target:
     check_writable(out)
     store = Store(store_target or out)
     run_id = runner.new_run_id()
-    env = collect_environment() | device_env
+    env = collect_environment() | device_env | {liveness.OWNER_KEY: liveness.owner()}
     env["fair_run_warnings"] = fair_run_warnings(profile, env)
     if not profile.mem_bandwidth_gbs:  # no spec figure: measure one for the roofline (~1 s)
-        env["measured_mem_bandwidth_gbs"] = round(measure_memory_bandwidth(), 2)
-    store.create_run(run_id, device, spec.to_dict(), env)
+        gbs, why = measure_memory_bandwidth()
+        env["measured_mem_bandwidth_gbs"] = None if gbs is None else round(gbs, 2)
+        if why:
+            env["mem_bandwidth_unmeasured"] = why
+    runner.with_retry(store.create_run, run_id, device, spec.to_dict(), env)
     for n in notes:
-        console.print(f"[yellow]note:[/yellow] {n}")
+        console.print(f"[yellow]note:[/yellow] {escape(n)}")
     for w in env["fair_run_warnings"]:
-        console.print(f"[yellow]fair-run warning:[/yellow] {w}")
+        console.print(f"[yellow]fair-run warning:[/yellow] {escape(w)}")
     if not device_env["device_verified"]:
-        console.print(f"[yellow]warning:[/yellow] results are unverified: {device_env['device_detail']}")
-    console.print(f"run [bold]{run_id}[/bold]: {len(planned)} case(s) on {device} -> {out / run_id}")
+        _warn(f"results are unverified: {device_env['device_detail']}")
+    console.print(f"run [bold]{run_id}[/bold]: {len(planned)} case(s) on {escape(device)} -> {escape(str(out / run_id))}")
     return _execute(store, run_id, spec, planned, out, set())
 
 
 def resume(run_id: str, out: Path, store_target: str | None = None) -> Outcome:
     store = Store(store_target or out, create=False)
     run = store.get_run(run_id)
+    o = run.env.get(liveness.OWNER_KEY) or {}
+    if run.status == "running" and liveness.owner_alive(o):
+        raise InputError(f"run {run.run_id} is still running (pid {o.get('pid')}); stop it first")
     spec = specmod.RunSpec.from_dict(run.spec)
     planned, _ = _plan(spec)
     done = _done_keys(store.get_cases(run.run_id))
     n_done = sum(case.key() in done for _, case in planned)
+    runner.with_retry(liveness.claim, store, run)
     console.print(f"resuming run [bold]{run.run_id}[/bold]: {n_done} of {len(planned)} case(s) already measured")
     return _execute(store, run.run_id, spec, planned, out, done)
 
@@ -173,34 +195,107 @@ def _between(spec: specmod.RunSpec):
     return wait
 
 
+class _Folder:
+    """The run folder, kept current case by case: samples.csv appended and run.json rewritten
+    (atomically) after each case is stored, so after a crash the folder says what was finished.
+    A folder write that fails (a full disk) is a warning, once: the store holds every case, and
+    the folder is rewritten from it when the run ends."""
+
+    def __init__(self, store: Store, run_id: str, run_dir: Path, rerun: set[int]):
+        self.store, self.run_id, self.run_dir, self.ok = store, run_id, run_dir, True
+
+        def begin() -> None:
+            write_run_json(store, run_id, run_dir)
+            kept = store.get_samples(run_id)  # a resume: the cases it keeps; reruns append theirs
+            start_samples_csv(run_dir, kept[~kept["case_id"].isin(rerun)])
+
+        self._write(begin)
+
+    def saved(self, case_id: int, case: Case, samples: list) -> None:
+        def update() -> None:
+            append_samples_csv(self.run_dir, self.run_id, case_id, samples)
+            write_run_json(self.store, self.run_id, self.run_dir)
+
+        self._write(update)
+
+    def _write(self, write) -> None:
+        if not self.ok:
+            return
+        try:
+            write()
+        except OSError as e:
+            self.ok = False
+            _warn(f"run folder {self.run_dir} not updated ({e.strerror or e}); every case is in the store "
+                  f"and the folder is rewritten when the run ends")
+
+
+_stop = {"finishing": False}  # set while a run is finished: a second signal must not cut that short
+
+
 def _execute(store: Store, run_id: str, spec: specmod.RunSpec, planned: list, out: Path,
              done: set[str]) -> Outcome:
+    """Run the planned cases; the run ends complete / partial (exit 0 / 1), interrupted (Ctrl-C,
+    SIGTERM, SIGHUP: 130) or failed (an error of the parent itself, e.g. the store unwritable past
+    the retries: 1). Every way out stores the run's status and writes its folder, and the last two
+    print the one line that resumes it."""
     run_dir = out / run_id
-    write_run_json(store, run_id, run_dir)
-    _stop_on_sigterm()
-    status = "interrupted"
+    store_arg = "" if store.url == store_url(out) else f" --store {store.url}"
+    hint = f"continue with `edgebench run --resume {run_id} --out {out}{store_arg}`"
+    folder = _Folder(store, run_id, run_dir, {i for i, (_, c) in enumerate(planned) if c.key() not in done})
+    restore = _stop_on_signals()
+    status, code = "interrupted", EXIT_INTERRUPTED
     t0 = time.monotonic()
     try:
         with _progress() as p:
             counts = runner.run_cases(store, run_id, planned, run_dir, ProgressEvents(p), done, _between(spec),
-                                      _fit_check(store.get_run(run_id).env.get("device_memory_bytes")))
+                                      _fit_check(store.get_run(run_id).env.get("device_memory_bytes")),
+                                      saved=folder.saved)
         status = "complete" if counts.get("failed", 0) == 0 else "partial"
+        code = EXIT_OK if status == "complete" else EXIT_FAILED
     except KeyboardInterrupt:
-        store_arg = "" if store.url == store_url(out) else f" --store {store.url}"
-        console.print(f"[yellow]interrupted[/yellow]: finished cases are stored; continue with "
-                      f"`edgebench run --resume {run_id} --out {out}{store_arg}`")
-        return Outcome(EXIT_INTERRUPTED, store, run_id, run_dir)
+        console.print(f"[yellow]interrupted[/yellow]: finished cases are stored; {escape(hint)}", soft_wrap=True)
+    except Exception as e:  # the parent's own failure: one line, never a traceback
+        status, code = "failed", EXIT_FAILED
+        console.print(f"[red]run failed:[/red] {escape(_one_line(e))}; finished cases are stored; {escape(hint)}",
+                      soft_wrap=True)
     finally:
-        store.finish_run(run_id, status)
-        rows = export_run(store, run_id, run_dir)
-    return Outcome(EXIT_OK if status == "complete" else EXIT_FAILED, store, run_id, run_dir, rows, time.monotonic() - t0)
+        _stop["finishing"] = True
+        try:
+            rows = _finish(store, run_id, run_dir, status)
+        finally:
+            _stop["finishing"] = False
+            restore()
+    if code == EXIT_INTERRUPTED or status == "failed":
+        return Outcome(code, store, run_id, run_dir, failed=status == "failed")
+    return Outcome(code, store, run_id, run_dir, rows, time.monotonic() - t0)
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM (a CI job's timeout, `kill`) stops a run like Ctrl-C: finished cases are kept."""
+def _finish(store: Store, run_id: str, run_dir: Path, status: str) -> list[dict[str, Any]]:
+    """Store the run's status and write its whole folder from the store; returns the summary rows
+    ([] when either could not be done: a warning says so, the measured cases stay in the store)."""
+    try:
+        runner.with_retry(store.finish_run, run_id, status)
+    except Exception as e:
+        _warn(f"the run's status was not stored ({_one_line(e)}); it shows as abandoned and resumes")
+        return []
+    try:
+        return export_run(store, run_id, run_dir)
+    except Exception as e:  # a full disk, an unreadable store: the cases are stored all the same
+        _warn(f"run folder {run_dir} not written ({_one_line(e)}); every case is in the store")
+        return []
+
+
+def _stop_on_signals():
+    """SIGINT, SIGTERM (a CI job's timeout, `kill`) and SIGHUP (a closed SSH session) stop a run
+    alike: the case in flight is killed, finished cases are kept. While the run is being finished
+    they are ignored, so a second Ctrl-C cannot leave the folder half written. Returns a function
+    that puts the previous handlers back."""
     import signal
 
     def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
+        if not _stop["finishing"]:
+            raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    sigs = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    old = {s: signal.signal(s, handler) for s in sigs}
+    return lambda: [signal.signal(s, h) for s, h in old.items()]

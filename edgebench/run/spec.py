@@ -27,9 +27,18 @@ SWEEP_PARAMS: dict[str, tuple[str, type]] = {
     "flash_attn": ("flash_attn", str), "cache_type_k": ("cache_type_k", str),
     "cache_type_v": ("cache_type_v", str), "ep": ("ep", str), "graph_opt": ("graph_opt", str),
 }
-SCALAR_PARAMS: dict[str, type] = {"reps": int, "timeout": float, "warmup": bool}
+SCALAR_PARAMS: dict[str, type] = {"reps": int, "timeout": float, "warmup": bool, "target_ci": str, "max_reps": int,
+                                   "max_time": float}
+AUTO_REPS_DEFAULTS = dict(target_ci=0.02, max_reps=20)  # -r auto: a 2% interval, at most 20 reps
+REPS_HELP = ("Timed repetitions (default 5), or 'auto': repeat until the 95% confidence interval of each "
+             "throughput is within --target-ci.")
+AUTO_HELP = {"--target-ci": "-r auto: the 95% CI half-width to reach, e.g. 2% (default) or 0.02.",
+             "--max-reps": "-r auto: at most this many reps (default 20).",
+             "--max-time": "-r auto: stop a case's reps after this many seconds (default: no limit)."}
+PG_HELP = ("llama-bench's -pg P,N: a prompt of P tokens, then N decode steps right after it (TTFT and the "
+           "decode speed a chat sees). Repeatable.")
 LIST_PARAMS = ("models", "quants", "backends", "profile")
-OTHER_PARAMS = ("device", "verify", "out", "cooldown", "cooldown_temp", "report")
+OTHER_PARAMS = ("device", "verify", "out", "cooldown", "cooldown_temp", "report", "pg")
 # quality options (TOML keys = the CLI's long names with '_'; --text is quality_text in the spec)
 QUALITY_PARAMS: dict[str, type] = {"quality": bool, "quality_ctx": int, "quality_chunks": int, "text": str,
                                    "quality_ref": str, "quality_seed": int, "quality_top_k": int, "max_kld": float}
@@ -42,8 +51,8 @@ QUALITY_HELP = {"--quality-ctx": "Tokens per quality chunk (default 512); the se
                                    "SmolLM2-135M; 16384 keeps the error under 1e-4 at 4x the size).",
                 "--max-kld": "Name the fastest level whose mean KLD is at most this."}
 # Help of `run`'s sweep flags (each repeatable, comma lists work): SWEEP_PARAMS key -> help.
-SWEEP_HELP = {"n_prompt": "Prompt tokens (llama-bench default 512; 0: generation only).",
-              "n_gen": "Generated tokens (default 128; 0: prompt only).",
+SWEEP_HELP = {"n_prompt": "Prompt tokens of a pp test, prefilled from the depth (llama-bench default 512; 0: none).",
+              "n_gen": "Decode steps of a tg test, from the depth (default 128; 0: none).",
               "depth": "Tokens already in the cache (default 0).",
               "threads": "Threads (default: physical cores).",
               "ctx": "Context size (default depth+prompt+gen, padded to 256).",
@@ -61,7 +70,13 @@ class RunSpec:
     quants: tuple[str, ...] = ()  # empty: the default ladder for presets
     backends: tuple[str, ...] = ("llama-cpp",)
     sweep: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # SWEEP_PARAMS keys
-    reps: int = 5
+    # llama-bench's tests (records.TEST_KINDS): -p and -n pair up into "split" cases, each -pg pair
+    # is a "pg" case. False only in specs stored before that, whose -p x -n cases were all "pg".
+    split_tests: bool = False
+    pg: tuple[tuple[int, int], ...] = ()
+    reps: int = 5  # under -r auto (target_ci > 0): the most reps a case may take
+    target_ci: float = 0.0  # -r auto: the relative 95% CI half-width to reach; 0: fixed reps
+    max_time: float = 0.0  # -r auto: seconds of reps per case at most; 0: no limit
     warmup: bool = True
     timeout: float = 900.0
     profile: tuple[str, ...] = ()
@@ -91,6 +106,7 @@ class RunSpec:
             if k in kw:
                 kw[k] = tuple(kw[k])
         kw["sweep"] = {k: tuple(v) for k, v in kw.get("sweep", {}).items()}
+        kw["pg"] = tuple(tuple(p) for p in kw.get("pg", ()))
         return cls(**kw)
 
 
@@ -111,6 +127,27 @@ def parse_list(text: str | int | float | list | tuple | None, typ: type, name: s
         except ValueError:
             raise InputError(f"--{name.replace('_', '-')}: {s!r} is not a valid {typ.__name__}") from None
     return tuple(out)
+
+
+def parse_pg(values: Any) -> tuple[tuple[int, int], ...]:
+    """-pg values: each "P,N" (a flag, or a TOML string) or [P, N] (TOML), both > 0."""
+    if values is None:
+        return ()
+    if not isinstance(values, (str, list, tuple)):  # pg = 5 in a sweep file
+        raise InputError(f"-pg takes PROMPT,GEN (two integers, e.g. 512,128), got {values!r}")
+    items = [values] if isinstance(values, str) or (isinstance(values, (list, tuple)) and values
+                                                     and all(isinstance(v, int) for v in values)) else list(values)
+    out = []
+    for item in items:
+        parts = item.split(",") if isinstance(item, str) else list(item) if isinstance(item, (list, tuple)) else [item]
+        try:
+            p, n = (int(str(x).strip()) for x in parts)
+        except ValueError:
+            raise InputError(f"-pg takes PROMPT,GEN (two integers, e.g. 512,128), got {item!r}") from None
+        if p < 1 or n < 1:
+            raise InputError(f"-pg {p},{n}: both the prompt and the generated tokens must be > 0")
+        out.append((p, n))
+    return tuple(dict.fromkeys(out))
 
 
 def _convert(s: str, typ: type) -> Any:
@@ -137,7 +174,12 @@ def load_toml(path: Path) -> dict[str, Any]:
         | {"model", "quant", "backend"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise InputError(f"config file {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        import difflib  # the whole list of keys would make a 500-character "one-line" error
+
+        near = sorted({m for k in unknown for m in difflib.get_close_matches(k, known, n=2)})
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise InputError(f"config file {path}: unknown key(s) {', '.join(unknown)[:80]}{hint}; "
+                         f"the keys are the long option names of `edgebench run` with '_'")
     return data
 
 
@@ -165,16 +207,14 @@ def build_spec(options: dict[str, Any], config: dict[str, Any] | None = None) ->
             sweep[name] = tuple(dict.fromkeys(vals))  # drop repeats, keep order
         elif name in defaults:
             sweep[name] = tuple(defaults[name])
+    reps, target_ci, max_time = _reps_options(merged, defaults["reps"])
     try:
-        reps = int(merged.get("reps", defaults["reps"]))
         timeout = float(merged.get("timeout", 900.0))
         cooldown = float(merged.get("cooldown", 0.0))
         ctemp = merged.get("cooldown_temp")
         ctemp = float(ctemp) if ctemp is not None else None
     except (TypeError, ValueError) as e:
         raise InputError(f"invalid number: {e}") from None
-    if reps < 1:
-        raise InputError(f"--reps must be >= 1, got {reps}")
     if timeout <= 0:
         raise InputError(f"--timeout must be > 0, got {timeout}")
     if cooldown < 0:
@@ -183,10 +223,41 @@ def build_spec(options: dict[str, Any], config: dict[str, Any] | None = None) ->
         **_quality_options(merged),
         models=models or (DEFAULT_PRESET,), quants=parse_list(merged.get("quants"), str, "quant"),
         backends=parse_list(merged.get("backends"), str, "backend") or ("llama-cpp",),
-        profile=parse_list(merged.get("profile"), str, "profile"), sweep=sweep, reps=reps, warmup=bool(merged.get("warmup", True)),
+        profile=parse_list(merged.get("profile"), str, "profile"), sweep=sweep, reps=reps, target_ci=target_ci,
+        max_time=max_time, warmup=bool(merged.get("warmup", True)),
         timeout=timeout, device=str(merged.get("device", "auto")),
         verify=bool(merged.get("verify", True)), cooldown=cooldown, cooldown_temp=ctemp,
+        split_tests=True, pg=parse_pg(merged.get("pg")),
     )
+
+
+def _reps_options(merged: dict[str, Any], default: int) -> tuple[int, float, float]:
+    """(reps, target_ci, max_time) from -r N | -r auto, --target-ci, --max-reps, --max-time."""
+    auto = str(merged.get("reps", "")).strip().lower() == "auto"
+    given = [f"--{k.replace('_', '-')}" for k in ("target_ci", "max_reps", "max_time") if merged.get(k) is not None]
+    if given and not auto:
+        raise InputError(f"{given[0]} needs -r auto")
+    try:
+        if not auto:
+            reps = int(merged.get("reps", default))
+            if reps < 1:
+                raise InputError(f"--reps must be >= 1 or 'auto', got {reps}")
+            return reps, 0.0, 0.0
+        text = str(merged.get("target_ci", AUTO_REPS_DEFAULTS["target_ci"])).strip()
+        target = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        max_reps = int(merged.get("max_reps", AUTO_REPS_DEFAULTS["max_reps"]))
+        max_time = float(merged.get("max_time", 0.0))
+    except (TypeError, ValueError, OverflowError) as e:  # reps = [0], max_reps = inf in a sweep file
+        raise InputError(f"--reps/--target-ci/--max-reps/--max-time: {e}") from None
+    from edgebench.run.reps import MIN_AUTO_REPS
+
+    if not 0 < target < 1:
+        raise InputError(f"--target-ci must be between 0 and 100%, got {merged.get('target_ci')}")
+    if max_reps < MIN_AUTO_REPS:
+        raise InputError(f"--max-reps must be >= {MIN_AUTO_REPS} (the fewest reps an interval is taken from), got {max_reps}")
+    if max_time < 0:
+        raise InputError(f"--max-time must be >= 0, got {max_time}")
+    return max_reps, target, max_time
 
 
 def _quality_options(merged: dict[str, Any]) -> dict[str, Any]:

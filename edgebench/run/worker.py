@@ -8,13 +8,21 @@ case only. The worker reports the built path and waits for the runner's Go befor
 
 Method (DESIGN.md): random token ids; warmup once (not stored); per rep: reset the cache, fill
 `depth` tokens (untimed), time one prefill of n_prompt tokens, then time each of n_gen decode
-steps on its own. perf_counter_ns around calls that synchronize; nothing else in the timed region.
+steps on its own: right after the prompt for a "pg" case, or (a "split" case: llama-bench's pp
+and tg tests) after emptying the cache and filling the depth again.
+perf_counter_ns around calls that synchronize; nothing else in the timed region.
 With case.quality the quality pass (run/quality.py) follows everything timed; a quality-only
 case (speed False) has no warmup and no reps.
 
-Test hook: with EDGEBENCH_TEST_BUILD_SIGNAL=SIGSEGV (any signal name) in its environment the
-worker kills itself with that signal at the start of a build, so tests can show that a
-crash while building fails that case only. It is for tests; nothing sets it otherwise.
+The worker dies with its parent: on Linux the kernel sends it SIGKILL when the parent dies
+(PR_SET_PDEATHSIG), and everywhere a thread watches its stdin, which the runner keeps open until
+the worker is done: end of input while measuring means the parent is gone.
+
+Test hooks (nothing sets them otherwise): with EDGEBENCH_TEST_BUILD_SIGNAL=SIGSEGV (any signal
+name) the worker kills itself with that signal at the start of a build, so tests can show that a
+crash while building fails that case only; with EDGEBENCH_TEST_RLIMIT_AS=BYTES it measures under an
+address-space limit (RLIMIT_AS) of BYTES more than it has mapped before loading the model: a small
+board's memory, without a cgroup.
 """
 
 from __future__ import annotations
@@ -32,9 +40,12 @@ import numpy as np
 from edgebench.records import Case, Sample
 from edgebench.run import protocol as msg
 from edgebench.run.quality import QualityError
+from edgebench.run.reps import RepPlan
 
 Emit = Callable[[msg.Message], None]
 BUILD_SIGNAL_ENV = "EDGEBENCH_TEST_BUILD_SIGNAL"
+RLIMIT_AS_ENV = "EDGEBENCH_TEST_RLIMIT_AS"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 SEED = 1234  # token ids are random but reproducible
 
 
@@ -63,6 +74,10 @@ def _measure_rep(backend, case: Case, rng, n_vocab: int, profilers, rep: int) ->
             t0 = clock()
             backend.prefill(prompt)
             prefill_ns = clock() - t0
+    if gen and prompt and case.test == "split":  # llama-bench's tg: its own test, from the depth
+        backend.reset()
+        if depth_tokens:
+            backend.prefill(depth_tokens)
     if gen:
         with _phases(profilers, "decode", rep):
             for i, tok in enumerate(gen):
@@ -111,13 +126,20 @@ def run_case(case: Case, emit: Emit) -> None:
             warm = Case.from_dict(case.to_dict() | {"n_gen": min(case.n_gen, 2)})  # -n 0 stays 0, -p 0 too
             _measure_rep(backend, warm, rng, info.n_vocab, [], -1)
 
-        for rep in range(case.reps if case.speed else 0):  # a quality-only case has no speed reps
+        plan = RepPlan(case.reps, case.target_ci, case.max_time_s)  # fixed -r N, or -r auto (run/reps.py)
+        rep = 0
+        while case.speed and plan.more():  # a quality-only case has no speed reps
             emit(msg.Progress("rep", rep, case.reps))
             prefill_ns, steps = _measure_rep(backend, case, rng, info.n_vocab, passive, rep)
             timed = [Sample(rep, "decode", "decode_step_ns", ns, idx=i) for i, ns in enumerate(steps)]
             if prefill_ns is not None:  # -p 0: no prefill was timed
                 timed.insert(0, Sample(rep, "prefill", "prefill_ns", prefill_ns))
-            flush(timed)
+            flush()
+            plan.add(rep, prefill_ns, steps, case.n_prompt, case.n_gen, timed, flush)
+            rep += 1
+        if case.speed:
+            plan.flush(flush)
+            emit(msg.Info({"reps": plan.info()}))
 
         # Intrusive profilers get reps of their own: they never touch the numbers above.
         for p in intrusive if case.speed else ():
@@ -164,7 +186,9 @@ def build(case: Case, emit: Emit) -> Case:
         os.kill(os.getpid(), signal.Signals[sig])
     progress = lambda done, total: emit(msg.Progress("build", done, total))  # noqa: E731
     try:
-        if case.source:
+        if case.source and hasattr(backend_class(case.backend), "build_from_gguf"):  # another format
+            path = backend_class(case.backend).build_from_gguf(case.source, case.quant_request, progress=progress)
+        elif case.source:
             from edgebench.models.requant import ensure_requantized
 
             path = ensure_requantized(case.source, case.quant_request, progress=progress)
@@ -191,8 +215,44 @@ class BuildError(RuntimeError):
     """A preset's model could not be built; the message is the case's reason, as it is."""
 
 
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL when the parent dies (Linux prctl); exits now if it is already gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the stdin watch below still works
+            pass
+    if parent and os.getppid() != parent:  # died before prctl took effect
+        os._exit(1)
+
+
+def _watch_input() -> None:
+    """After Go the runner sends nothing more but keeps stdin open: end of input means it died."""
+    import threading
+
+    def watch() -> None:
+        while os.read(0, 1 << 10):  # the raw fd: a buffered reader's lock would block shutdown
+            pass
+        os._exit(1)  # the parent is gone: stop measuring now
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def _limit_memory() -> None:
+    limit = os.environ.get(RLIMIT_AS_ENV)
+    if limit:  # test hook (module docstring)
+        import resource
+
+        with open("/proc/self/statm") as f:
+            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (mapped + int(limit), mapped + int(limit)))
+
+
 def main() -> int:
-    """Entry point: ``python -m edgebench.run.worker PROTOCOL_FD``; Start, then Go, on stdin."""
+    """Entry point: ``python -m edgebench.run.worker PROTOCOL_FD [PARENT_PID]``; Start, then Go, on stdin."""
+    _die_with_parent(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     proto = os.fdopen(int(sys.argv[1]), "w", buffering=1)
     # Anything the runtime prints on stdout would corrupt nothing (the protocol has its own fd),
     # but keep it out of the terminal: send it to the case log with stderr.
@@ -209,13 +269,15 @@ def main() -> int:
         line = sys.stdin.readline()
         if not line or not isinstance(msg.from_json(line), msg.Go):
             return 0  # the runner decided not to measure this case (it does not fit, ...)
+        _watch_input()
+        _limit_memory()
         run_case(case, emit)
     except Exception as e:  # reported as the case's failure; the sweep goes on
         import traceback
 
         traceback.print_exc()  # full detail in the case log
         reason = str(e) if isinstance(e, (BuildError, QualityError)) else f"{type(e).__name__}: {e}".splitlines()[0]
-        emit(msg.Error(reason))
+        emit(msg.Error(msg.clip(reason)))
         return 1
     emit(msg.Done())
     return 0

@@ -10,12 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgebench.errors import InputError
-from edgebench.records import SCHEMA_VERSION, SUMMARY_COLUMNS, Case, Sample
-from edgebench.store import database as db
-from edgebench.store.database import Store
-
-SAMPLE_COLUMNS = ("run_id", "case_id", "rep", "phase", "metric", "idx", "label", "value", "t_ns")
+from edgebench.records import SCHEMA_VERSION, SUMMARY_COLUMNS, Sample
+from edgebench.store.database import SAMPLE_COLUMNS, Store
 
 
 def csv_cell(v: Any) -> Any:
@@ -43,18 +39,26 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...] |
 
 
 def write_run_json(store: Store, run_id: str, run_dir: Path) -> Path:
+    """run.json from the store, written to a temporary name and renamed. It is rewritten after every
+    case of a run, so it is written case by case (no second copy of the cases, no one big string):
+    the parent's memory must not grow with the number of cases."""
     run = store.get_run(run_id)
-    cases = store.get_cases(run.run_id)
-    doc = {
+    head = {
         "schema_version": SCHEMA_VERSION, "run_id": run.run_id, "created_at": run.created_at,
         "finished_at": run.finished_at, "status": run.status, "device": run.device,
-        "spec": run.spec, "environment": run.env,
-        "cases": [{k: v for k, v in c.items() if k != "run_id"} for c in cases],
+        "spec": run.spec, "environment": run.env, "cases": [],
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "run.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str))
+    with open(tmp, "w") as f:
+        text = json.dumps(head, indent=2, default=str)
+        f.write(text[: text.rindex("[]")] + "[")  # the document up to its cases list
+        k = -1
+        for k, c in enumerate(store.iter_cases(run.run_id)):
+            c.pop("run_id", None)
+            f.write(("," if k else "") + "\n    " + json.dumps(c, indent=2, default=str).replace("\n", "\n    "))
+        f.write("\n  ]\n}" if k >= 0 else "]\n}")
     tmp.replace(path)
     return path
 
@@ -73,35 +77,37 @@ def write_bundle(store: Store, run_id: str, run_dir: Path, summary_rows: list[di
         write_csv(run_dir / "ops.csv", ops_rows, columns=tuple(ops_rows[0]))
 
 
-def ingest_bundle(store: Store, run_dir: Path) -> tuple[str, int]:
-    """Load a run folder (run.json + samples.csv) written by another store, e.g. a device of a
-    fleet. Idempotent, keyed by run_id: ingesting the same bundle again replaces its cases.
-    Returns (run_id, number of cases)."""
-    import pandas as pd
+def start_samples_csv(run_dir: Path, samples) -> None:
+    """samples.csv at the start of a run (or a resume): the rows of ``samples`` (a DataFrame: the
+    cases already measured), header first; cases then append theirs (append_samples_csv)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / "samples.csv.tmp"
+    samples.to_csv(tmp, index=False, columns=list(SAMPLE_COLUMNS))
+    tmp.replace(run_dir / "samples.csv")
 
-    run_dir = Path(run_dir)
-    try:
-        doc = json.loads((run_dir / "run.json").read_text())
-        samples_df = pd.read_csv(run_dir / "samples.csv")
-    except (OSError, ValueError) as e:
-        raise InputError(f"{run_dir} is not a run folder (run.json + samples.csv): {e}") from None
-    if doc.get("schema_version") != SCHEMA_VERSION:
-        raise InputError(f"{run_dir}: schema version {doc.get('schema_version')} is not {SCHEMA_VERSION}")
-    run_id = doc["run_id"]
-    with store.engine.begin() as c:  # replace the whole run: children first (foreign keys)
-        c.execute(db.samples.delete().where(db.samples.c.run_id == run_id))
-        c.execute(db.cases.delete().where(db.cases.c.run_id == run_id))
-        c.execute(db.runs.delete().where(db.runs.c.run_id == run_id))
-        c.execute(db.runs.insert().values(
-            run_id=run_id, created_at=doc["created_at"], finished_at=doc.get("finished_at"),
-            status=doc["status"], device=doc["device"], schema_version=SCHEMA_VERSION,
-            spec_json=json.dumps(doc["spec"]), env_json=json.dumps(doc["environment"], default=str)))
-    for c in doc["cases"]:
-        case = Case.from_dict(c)
-        rows = samples_df[samples_df["case_id"] == c["case_id"]]
-        case_samples = [Sample(int(r.rep), r.phase, r.metric, float(r.value), int(r.idx),
-                               "" if pd.isna(r.label) else str(r.label),
-                               None if pd.isna(r.t_ns) else int(r.t_ns)) for r in rows.itertuples()]
-        store.save_case(run_id, c["case_id"], case, c["status"], c["error"], c["info"], case_samples,
-                       c.get("started_at") or 0.0, c.get("finished_at") or 0.0)
-    return run_id, len(doc["cases"])
+
+def append_samples_csv(run_dir: Path, run_id: str, case_id: int, case_samples: list[Sample]) -> None:
+    """Append one case's samples to samples.csv as soon as the case is stored, so the folder of a
+    run that crashed holds every finished case. Flushed and fsynced: a crash loses no row."""
+    import os
+
+    with open(run_dir / "samples.csv", "a", newline="") as f:
+        w = csv.writer(f)
+        for s in case_samples:
+            d = s.to_dict()
+            w.writerow([run_id, case_id] + ["" if d[k] is None else d[k] for k in SAMPLE_COLUMNS[2:]])
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def ingest_bundle(store: Store, run_dir: Path, replace: bool = False) -> tuple[str, int]:
+    """Load a run folder (run.json + samples.csv) written by another store, e.g. a device of a
+    fleet: the whole bundle is checked first (edgebench.store.ingest) and written in one
+    transaction, so a bad part stores nothing. Idempotent, keyed by run_id: the same bundle again
+    replaces itself. A bundle holding fewer finished cases than the stored run (an older copy) is
+    refused unless ``replace``. Returns (run_id, number of cases)."""
+    from edgebench.store.ingest import read_bundle
+
+    run, case_rows, sample_rows = read_bundle(Path(run_dir))
+    store.put_run(run, case_rows, sample_rows, replace=replace)
+    return run["run_id"], len(case_rows)
