@@ -9,7 +9,7 @@ import pytest
 from edgebench.records import Case
 from edgebench.run import protocol
 from edgebench.run.plan import ModelRef
-from edgebench.run.runner import run_cases
+from edgebench.run.runner import NullEvents, run_cases
 from edgebench.run.worker import BUILD_SIGNAL_ENV
 from edgebench.store.database import Store
 
@@ -86,10 +86,8 @@ def test_preset_is_built_by_the_worker_stored_with_its_file_and_resumed_by_key(t
     planned = [preset_case("llama-cpp", "Q8_0")]
     stages = []
 
-    class Events:
-        def case_start(self, i, n, case): ...
+    class Events(NullEvents):
         def progress(self, i, msg): stages.append(msg.stage)
-        def case_end(self, i, status, error): ...
 
     counts = run_cases(store, "r", planned, tmp_path / "r", Events())
     assert counts["ok"] == 1, store.get_cases("r")[0]["error"]

@@ -86,6 +86,12 @@ def summarize_case(run_id: str, device: str, case: dict[str, Any], s) -> dict[st
     summary = _summary_values(values)
     row.update({k: summary[k] for k in _TIMING})
     row.update(memory_summary(s, model_info, values))
+    if len(info.get("processes") or ()) > 1:  # --processes N: the spread that is really there
+        spread = process_spread(s, info["processes"], int(case["n_prompt"]), int(case["n_gen"]))
+        between = [spread.pop(f"{m}_between_ci") for m in ("prefill", "decode")]
+        row.update(spread)
+        wider = [c * 100 for c in between if c is not None] + ([row["ci_pct"]] if row["ci_pct"] is not None else [])
+        row["ci_pct"] = max(wider) if wider else None
     reps_info = info.get("reps") or {}
     row["reps_discarded"] = len(reps_info.get("discarded") or ()) if reps_info else None
     row["reps_stop"] = reps_info.get("stop") or None
@@ -102,6 +108,25 @@ def summarize_case(run_id: str, device: str, case: dict[str, Any], s) -> dict[st
     ordered = {k: row.get(k) for k in SUMMARY_COLUMNS}
     ordered.update({k: v for k, v in row.items() if k not in ordered})
     return ordered
+
+
+def process_spread(s, processes: list[list[int]], n_prompt: int, n_gen: int) -> dict[str, Any]:
+    """Within- and between-process spread of the two throughputs of a case run in several worker
+    processes (``processes``: the reps of each): the pooled within-process std and the std of the
+    processes' means, both relative to the mean of the means, and the 95% interval of the mean of
+    the means (t over the processes, relative: "<phase>_between_ci"), which ci_pct takes where it
+    is wider than the interval over all reps, so an interval is honest about process-to-process variance."""
+    out: dict[str, Any] = {"processes": len(processes)}
+    per = [per_rep.rep_values(s[s["rep"].isin(reps)], n_prompt, n_gen) for reps in processes if reps]
+    for phase, m in (("prefill", "prefill_tok_s"), ("decode", "decode_tok_s")):
+        groups = [v[m] for v in per if m in v and v[m].size]
+        means = np.array([g.mean() for g in groups])
+        ok = len(groups) > 1 and means.mean() > 0
+        within = [g.var(ddof=1) for g in groups if g.size > 1]
+        out[f"{phase}_within_cv"] = float(np.sqrt(np.mean(within)) / means.mean()) if ok and within else None
+        out[f"{phase}_between_cv"] = float(means.std(ddof=1) / means.mean()) if ok else None
+        out[f"{phase}_between_ci"] = per_rep.ci_halfwidth_rel(means) if ok else None
+    return out
 
 
 def quality_summary(s, synthetic: bool) -> dict[str, Any]:
@@ -139,12 +164,13 @@ def cv_warnings(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def export_run(store, run_id: str, run_dir: Path) -> list[dict[str, Any]]:
-    """(Re)write the run's bundle (run.json, summary.csv, samples.csv, ops.csv); returns the summary rows."""
+def export_run(store, run_id: str, run_dir: Path, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """(Re)write the run's bundle (run.json, summary.csv, samples.csv, ops.csv); returns the summary rows.
+    ``extra``: keys added to run.json by the run writing it (bundle.write_run_json)."""
     run_id = store.get_run(run_id).run_id
     rows = summarize_run(store, run_id)
     samples = store.get_samples(run_id)
-    bundle.write_bundle(store, run_id, run_dir, rows, samples, ops_rows(rows, samples))
+    bundle.write_bundle(store, run_id, run_dir, rows, samples, ops_rows(rows, samples), extra)
     return rows
 
 

@@ -34,6 +34,7 @@ def run(
     target_ci: Optional[str] = typer.Option(None, "--target-ci", help=AUTO_HELP["--target-ci"]),
     max_reps: Optional[int] = typer.Option(None, "--max-reps", help=AUTO_HELP["--max-reps"]),
     max_time: Optional[float] = typer.Option(None, "--max-time", help=AUTO_HELP["--max-time"]),
+    processes: Optional[int] = typer.Option(None, "--processes", help="Worker processes per case, the reps split among them and cases interleaved (between-process spread; default 1)."),
     threads: Optional[list[str]] = _s("threads", "-t", "--threads"),
     ctx: Optional[list[str]] = _s("ctx", "--ctx"),
     batch: Optional[list[str]] = _s("batch", "-b", "--batch"),
@@ -71,7 +72,7 @@ def run(
     if resume:
         raise typer.Exit(_present_run(session.resume(resume, out, store_target=store), report=not no_report))
     options = dict(
-        models=[m for arg in (model or []) for m in arg.split(",")] or None, quants=quant, backends=backend, reps=reps, target_ci=target_ci, max_reps=max_reps, max_time=max_time,
+        models=[m for arg in (model or []) for m in arg.split(",")] or None, quants=quant, backends=backend, reps=reps, target_ci=target_ci, max_reps=max_reps, max_time=max_time, processes=processes,
         n_prompt=n_prompt, n_gen=n_gen, pg=pg, depth=depth, threads=threads, ctx=ctx, batch=batch, ubatch=ubatch,
         n_gpu_layers=n_gpu_layers, flash_attn=flash_attn, cache_type_k=cache_type_k, cache_type_v=cache_type_v, ep=ep,
         graph_opt=graph_opt, profile=profile, device=device, timeout=timeout, cooldown=cooldown, cooldown_temp=cooldown_temp,
@@ -138,5 +139,8 @@ def _present_run(outcome, report: bool) -> int:
             console.print(f"report: {escape(str(path))}")
         except Exception as e:  # a report problem must never lose the measured run
             console.print(f"[yellow]warning:[/yellow] report not written: {escape(clip(f'{type(e).__name__}: {e}'))}")
-    console.print(f"stored in {escape(outcome.store.url)}; run folder {escape(str(outcome.run_dir))}")
+    o = outcome.overhead
+    harness = (f"; harness overhead {o['harness_s']:.1f} s, timed reps {o['timed_fraction']:.0%} of {o['wall_s']:.1f} s"
+               if o.get("timed_fraction") is not None else "")
+    console.print(f"stored in {escape(outcome.store.url)}; run folder {escape(str(outcome.run_dir))}{harness}")
     return outcome.code

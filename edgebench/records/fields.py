@@ -20,7 +20,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "depth", "prefill_pos", "decode_pos", "n_batch", "n_ubatch", "flash_attn", "cache_type_k", "cache_type_v", "ep", "graph_opt", "reps",
     "load_ms", "prefill_tok_s", "prefill_tok_s_std", "ttft_ms", "decode_tok_s", "decode_tok_s_std",
     "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99", "prefill_cv", "decode_cv", "reps_used", "ci_pct", "reps_discarded",
-    "reps_stop",
+    "reps_stop", "processes", "prefill_within_cv", "prefill_between_cv", "decode_within_cv", "decode_between_cv",
     "weights_bytes", "kv_bytes", "kv_used_bytes", "compute_bytes", "rss_peak_bytes", "gpu_peak_bytes",
     "kv_share", "embed_share", "repack_bytes",
     "kld_mean", "kld_p99", "kld_max", "same_top_p", "delta_p_rms", "ppl", "ppl_ref", "ppl_ratio",
@@ -91,6 +91,13 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
     _metric("prefill_cv", "1", "prefill CV", "pct"), _metric("decode_cv", "1", "decode CV", "pct"),
     Field("reps_used", "reps", "reps", fmt="{:.0f}"), Field("ci_pct", "%", "95% CI ±%", fmt="{:.1f}"),
     Field("reps_discarded", "reps", "discarded", fmt="{:.0f}"), _key("reps_stop", "stopped by"),
+    # --processes N: the spread of the reps within one worker process (pooled) and between the
+    # processes' means, relative to the mean (analysis/summary.py process_spread)
+    Field("processes", "1", "processes", fmt="{:.0f}"),
+    _metric("prefill_within_cv", "1", "prefill within-process CV", "pct"),
+    _metric("prefill_between_cv", "1", "prefill between-process CV", "pct"),
+    _metric("decode_within_cv", "1", "decode within-process CV", "pct"),
+    _metric("decode_between_cv", "1", "decode between-process CV", "pct"),
     _metric("weights_bytes", "bytes", "weights MiB", "mib", "lower", "max", exact=True, compared=True),
     _metric("kv_bytes", "bytes", "KV MiB", "mib", "lower", "max", exact=True, compared=True),
     _metric("compute_bytes", "bytes", "compute MiB", "mib", "lower", "max", exact=True, compared=True),

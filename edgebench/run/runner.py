@@ -25,6 +25,7 @@ from edgebench.models.cache import file_sha256
 from edgebench.records import Case, Sample
 from edgebench.run import protocol as msg
 from edgebench.run.plan import ModelRef
+from edgebench.run.processes import merge, process_reps
 from edgebench.store.database import Store
 
 Ready = Callable[[Case], str | None]
@@ -35,12 +36,14 @@ class Events(Protocol):
 
     def case_start(self, i: int, n: int, case: Case) -> None: ...
     def progress(self, i: int, progress: msg.Progress) -> None: ...
+    def case_measured(self, i: int, case: Case, status: str, spent: dict[str, float]) -> None: ...
     def case_end(self, i: int, status: str, error: str) -> None: ...
 
 
 class NullEvents:
     def case_start(self, i, n, case): ...
     def progress(self, i, progress): ...
+    def case_measured(self, i, case, status, spent): ...
     def case_end(self, i, status, error): ...
 
 
@@ -51,6 +54,9 @@ class CaseResult:
     info: dict[str, Any] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list)
     model: str = ""  # the model file measured: the case's own, or the one a build reported
+    # Seconds the parent saw the harness spend: "startup_s" (worker start + imports, to its first
+    # message), "exit_s" (its last message to its exit). The worker's own parts are in info["overhead"].
+    overhead: dict[str, float] = field(default_factory=dict)
 
 
 # A store write that fails for a passing reason (another writer holds the lock past the busy
@@ -148,6 +154,7 @@ def run_worker(case: Case, log_path: Path, on_msg: Callable[[msg.Message], None]
     res = CaseResult(model=case.model)
     read_fd, write_fd = os.pipe()
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    t_spawn, t_end = time.monotonic(), None
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "edgebench.run.worker", str(write_fd), str(os.getpid())],
@@ -199,6 +206,7 @@ def run_worker(case: Case, log_path: Path, on_msg: Callable[[msg.Message], None]
                 *lines, buf = buf.split(b"\n")
                 for line in lines:
                     m = msg.from_json(line)
+                    res.overhead.setdefault("startup_s", time.monotonic() - t_spawn)
                     if isinstance(m, msg.Built):
                         res.model = m.model
                         reason = ready(replace(case, model=m.model)) if ready is not None else None
@@ -208,6 +216,8 @@ def run_worker(case: Case, log_path: Path, on_msg: Callable[[msg.Message], None]
                         else:
                             deadline = go()
                     got_end |= _handle(m, res)
+                    if got_end and t_end is None:
+                        t_end = time.monotonic()
                     on_msg(m)
         except BaseException:
             _kill(proc)
@@ -216,6 +226,8 @@ def run_worker(case: Case, log_path: Path, on_msg: Callable[[msg.Message], None]
             sel.close()
             os.close(read_fd)
         rc = proc.wait()
+        if t_end is not None:
+            res.overhead["exit_s"] = time.monotonic() - t_end
         try:
             proc.stdin.close()
         except OSError:
@@ -265,24 +277,30 @@ def _kill(proc: subprocess.Popen) -> None:
 @dataclass
 class _Ready:
     """What happens between "the model file is known" and "measure" (run_worker's ``ready``): the
-    fit check, the model's hash (never while a worker measures), the cooldown."""
+    fit check, the model's hash (never while a worker measures; once per case, ``sha256`` given
+    for a case's later processes), the cooldown. Their seconds go to ``spent``."""
 
     precheck: Callable[[Case], str | None] | None
     between: Callable[[], None] | None
     sha256: str = ""
     unreadable: bool = False  # the model file could not be hashed: the case failed (not skipped)
+    spent: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, case: Case) -> str | None:
         problem = self.precheck(case) if self.precheck else None
         if problem:
             return problem
+        t = time.monotonic()
         try:
-            self.sha256 = file_sha256(case.model)
+            self.sha256 = self.sha256 or file_sha256(case.model)
         except OSError as e:  # removed or unreadable since the plan: this case fails, the sweep goes on
             self.unreadable = True
             return msg.clip(f"model file {case.model} cannot be read: {e.strerror or e}")
+        self.spent["hash_s"] = time.monotonic() - t
         if self.between is not None:
+            t = time.monotonic()
             self.between()
+            self.spent["cooldown_s"] = time.monotonic() - t
         return None
 
 
@@ -290,37 +308,81 @@ def run_cases(store: Store, run_id: str, planned: list[tuple[ModelRef, Case]], r
               events: Events = NullEvents(), done_keys: set[str] = frozenset(),
               between: Callable[[], None] | None = None,
               precheck: Callable[[Case], str | None] | None = None,
-              saved: Callable[[int, Case, list[Sample]], None] | None = None) -> dict[str, int]:
+              saved: Callable[[int, Case, list[Sample]], None] | None = None,
+              processes: int = 1, overhead: list[dict[str, Any]] | None = None) -> dict[str, int]:
     """Run every planned case not already done (by Case.key()); returns counts by status.
     ``precheck`` returns a reason not to start a case (e.g. it cannot fit the device); such a case
-    is stored as skipped. ``between`` (a cooldown) runs before every case but the first.
-    ``saved(case_id, case, samples)`` runs after each case is in the store (the run folder's update)."""
+    is stored as skipped. ``between`` (a cooldown) runs before every worker but the first.
+    ``saved(case_id, case, samples)`` runs after each case is in the store (the run folder's update).
+
+    ``processes`` N > 1 (pyperf's answer to between-process variance): each case runs in N worker
+    processes of process_reps() reps, interleaved (case 1 process 1, case 2 process 1, ..., case 1
+    process 2, ...), and is stored once, as one case, after its last process. Events then count
+    worker slots (slot = k * len(planned) + i). A case whose process fails is stored with what it
+    had, as failed, and runs no more processes. Quality passes and intrusive profilers run in the
+    first process only.
+
+    ``overhead`` receives one dict per worker slot: seconds the harness spent outside the timed reps
+    (the parent's and the worker's parts), the timed seconds and the slot's wall seconds."""
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     n = len(planned)
-    for i, (_ref, case) in enumerate(planned):
-        started = time.time()
-        events.case_start(i, n, case)
+    acc: dict[int, CaseResult] = {}
+    finished: set[int] = set()
+    cases = [c for _, c in planned]
+    sha: dict[int, str] = {}
+    for slot in range(n * processes):
+        k, i = divmod(slot, n)
+        case = cases[i]
+        if i in finished:
+            continue
+        t0, started = time.monotonic(), time.time()
+        part = case
+        if processes > 1 and case.speed:
+            part = replace(case, reps=process_reps(case.reps, processes))
+            if k:
+                part = replace(part, quality=False, profile=())
+        events.case_start(slot, n * processes, part)
         if case.key() in done_keys:
             counts["skipped"] += 1
-            events.case_end(i, "skipped", "already measured (resume)")
+            finished.add(i)
+            events.case_end(slot, "skipped", "already measured (resume)")
             continue
-        ready = _Ready(precheck, between if i > 0 else None)
+        ready = _Ready(precheck, between if slot > 0 else None, sha.get(i, ""))
 
-        def on_msg(m: msg.Message) -> None:
+        def on_msg(m: msg.Message, slot: int = slot) -> None:
             if isinstance(m, msg.Progress):
-                events.progress(i, m)
+                events.progress(slot, m)
 
-        res = run_worker(case, run_dir / "logs" / f"case-{i:03d}.log", on_msg, ready)
+        log = f"case-{i:03d}.log" if processes == 1 else f"case-{i:03d}-p{k}.log"
+        res = run_worker(part, run_dir / "logs" / log, on_msg, ready)
         if ready.unreadable:
             res.status = "failed"
         if res.model:  # a preset or requantized case is stored with the file it was built into
-            case = replace(case, model=res.model)
-        if ready.sha256:
-            res.info.setdefault("model", {})["model_sha256"] = ready.sha256
-        # The measured case is saved before anything else that could fail (the run folder, printing).
-        with_retry(store.save_case, run_id, i, case, res.status, res.error, res.info, res.samples, started, time.time())
-        counts[res.status] = counts.get(res.status, 0) + 1
-        if saved is not None:
-            saved(i, case, res.samples)
-        events.case_end(i, res.status, res.error)
+            cases[i] = case = replace(case, model=res.model)
+        sha[i] = ready.sha256 or sha.get(i, "")
+        spent = res.overhead | ready.spent | dict(res.info.get("overhead") or {})
+        res.info["overhead"] = spent
+        if processes > 1 and case.speed:
+            res = acc[i] = merge(acc.get(i), res, k)
+            last = k == processes - 1 or res.status != "ok"
+        else:
+            last = True
+        if last:
+            finished.add(i)
+            if sha[i]:
+                res.info.setdefault("model", {})["model_sha256"] = sha[i]
+            # The measured case is saved before anything else that could fail (the run folder, printing).
+            t = time.monotonic()
+            with_retry(store.save_case, run_id, i, case, res.status, res.error, res.info, res.samples, started, time.time())
+            spent["store_s"] = time.monotonic() - t
+            counts[res.status] = counts.get(res.status, 0) + 1
+            if saved is not None:
+                t = time.monotonic()
+                saved(i, case, res.samples)
+                spent["folder_s"] = time.monotonic() - t
+        spent["wall_s"] = time.monotonic() - t0
+        if overhead is not None:
+            overhead.append({"case_id": i, "process": k} | spent)
+        events.case_measured(slot, part, res.status, spent)
+        events.case_end(slot, res.status, res.error)
     return counts

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgebench.analysis.summary import export_run
 from edgebench.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, InputError
@@ -20,6 +20,7 @@ from edgebench.records import Case, case_label
 from edgebench.run import plan as planmod
 from edgebench.run import protocol, runner
 from edgebench.run import spec as specmod
+from edgebench.run.eta import Eta, case_work, format_left
 from edgebench.run.protocol import clip
 from edgebench.store import liveness
 from edgebench.store.bundle import append_samples_csv, start_samples_csv, write_run_json
@@ -32,16 +33,29 @@ _PROGRESS_LABEL = ("n_threads", "n_prompt", "n_gen", "depth")
 
 
 class ProgressEvents:
-    """Draws the sweep's progress: one bar over cases, one over the reps of the case in flight."""
+    """Draws the sweep's progress: one bar over cases (worker slots under --processes), one over the
+    reps of the case in flight, and the time left weighted by each case's work (run/eta.py)."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: Progress, cases: list[Case] = (), processes: int = 1):
         self.p = progress
-        self.cases = progress.add_task("cases", total=None)
-        self.reps = progress.add_task("", total=None, visible=False)
+        self.cases = progress.add_task("cases", total=None, left=format_left(None))
+        self.reps = progress.add_task("", total=None, visible=False, left="")
+        self.n_cases, self.processes = max(len(cases), 1), processes
+        per = [replace(c, reps=runner.process_reps(c.reps, processes)) if processes > 1 and c.speed else c for c in cases]
+        self.work = [case_work(c) for _ in range(processes) for c in per]  # by worker slot
+        self.eta, self.slot, self.frac = Eta(), 0, 0.0
+
+    def _left(self) -> None:
+        left = self.eta.left(self.work[self.slot + 1:], self.work[self.slot] if self.work else None, self.frac)
+        self.p.update(self.cases, left=format_left(left))
 
     def case_start(self, i: int, n: int, case: Case) -> None:
         name = Path(case.model).name if case.model else f"{case.preset} {case.quant_request}"
-        self.p.update(self.cases, total=n, completed=i, description=f"case {i + 1}/{n} {escape(name)}")
+        self.slot, self.frac = i, 0.0
+        k, c = divmod(i, self.n_cases)
+        which = f"case {c + 1}/{self.n_cases}" + (f" process {k + 1}/{self.processes}" if self.processes > 1 else "")
+        self.p.update(self.cases, total=n, completed=i, description=f"{which} {escape(name)}")
+        self._left()
         self.p.reset(self.reps, total=case.reps, completed=0, visible=True,
                      description=f"  {escape(case_label(case.to_dict(), _PROGRESS_LABEL))}: loading")
 
@@ -49,13 +63,23 @@ class ProgressEvents:
         stage, rep, reps = msg.stage, msg.rep, msg.reps
         label = {"build": "building model", "warmup": "warmup", "rep": "rep", "profile": f"profiling ({escape(msg.profiler)})",
                  "quality": "quality: generating chunk" if msg.profiler == "generate" else "quality chunk"}[stage]
+        if stage == "rep" and reps:
+            self.frac = rep / reps
+            self._left()
         if stage == "build":
             self.p.update(self.reps, total=reps, completed=rep, description=f"  {label}")
         else:
             self.p.update(self.reps, total=reps, completed=rep, description=f"  {label} {min(rep + 1, reps)}/{reps}")
 
+    def case_measured(self, i: int, case: Case, status: str, spent: dict[str, float]) -> None:
+        if status == "ok" and i < len(self.work):  # failed and skipped cases say little about the rest
+            self.eta.finished(self.work[i], spent.get("wall_s", 0.0))
+
     def case_end(self, i: int, status: str, error: str) -> None:
         self.p.update(self.cases, completed=i + 1)
+        self.slot, self.frac = i + 1, 0.0
+        if i + 1 < len(self.work):
+            self._left()
         if status == "failed":
             self.p.console.print(f"[red]case {i + 1} failed:[/red] {escape(clip(error))}")
         elif status == "skipped" and "resume" not in error:
@@ -64,8 +88,7 @@ class ProgressEvents:
 
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,
-                    transient=False)
+                    TimeElapsedColumn(), TextColumn("{task.fields[left]}"), console=console, transient=False)
 
 
 def check_writable(out: Path) -> None:
@@ -100,6 +123,26 @@ class Outcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
     failed: bool = False  # the parent itself failed (the run is stored as `failed`; it said why)
+    overhead: dict[str, Any] = field(default_factory=dict)  # run.json's "overhead" (overhead_summary)
+
+
+# The harness's own seconds, outside the timed reps, per worker slot (runner.run_cases' overhead):
+# worker start + imports to its first message, the preset build, the runtime's import, the model's
+# hash, its load, the warmup, the untimed parts of the reps (cache reset, depth fill), the intrusive
+# profilers' own reps, the worker's exit, the store write and the run-folder write.
+OVERHEAD_PARTS = ("startup_s", "build_s", "backend_import_s", "hash_s", "load_s", "warmup_s", "reps_untimed_s",
+                  "profile_s", "exit_s", "store_s", "folder_s")
+
+
+def overhead_summary(slots: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    """run.json's "overhead": the parts summed over the run, the timed reps' seconds and their
+    fraction of the run's wall time, the cooldowns asked for, and each worker slot's parts."""
+    total = {p: round(sum(s.get(p, 0.0) for s in slots), 4) for p in OVERHEAD_PARTS}
+    timed = sum(s.get("timed_s", 0.0) for s in slots)
+    return {"wall_s": round(wall_s, 4), "timed_s": round(timed, 4),
+            "timed_fraction": round(timed / wall_s, 4) if wall_s > 0 else None,
+            "harness_s": round(sum(total.values()), 4), "cooldown_s": round(sum(s.get("cooldown_s", 0.0) for s in slots), 4),
+            "parts": total, "cases": [{k: round(v, 4) if isinstance(v, float) else v for k, v in s.items()} for s in slots]}
 
 
 def _plan(spec: specmod.RunSpec) -> tuple[list, list[str]]:
@@ -201,8 +244,8 @@ class _Folder:
     A folder write that fails (a full disk) is a warning, once: the store holds every case, and
     the folder is rewritten from it when the run ends."""
 
-    def __init__(self, store: Store, run_id: str, run_dir: Path, rerun: set[int]):
-        self.store, self.run_id, self.run_dir, self.ok = store, run_id, run_dir, True
+    def __init__(self, store: Store, run_id: str, run_dir: Path, rerun: set[int], extra=lambda: {}):
+        self.store, self.run_id, self.run_dir, self.ok, self.extra = store, run_id, run_dir, True, extra
 
         def begin() -> None:
             write_run_json(store, run_id, run_dir)
@@ -214,7 +257,7 @@ class _Folder:
     def saved(self, case_id: int, case: Case, samples: list) -> None:
         def update() -> None:
             append_samples_csv(self.run_dir, self.run_id, case_id, samples)
-            write_run_json(self.store, self.run_id, self.run_dir)
+            write_run_json(self.store, self.run_id, self.run_dir, self.extra())
 
         self._write(update)
 
@@ -241,15 +284,18 @@ def _execute(store: Store, run_id: str, spec: specmod.RunSpec, planned: list, ou
     run_dir = out / run_id
     store_arg = "" if store.url == store_url(out) else f" --store {store.url}"
     hint = f"continue with `edgebench run --resume {run_id} --out {out}{store_arg}`"
-    folder = _Folder(store, run_id, run_dir, {i for i, (_, c) in enumerate(planned) if c.key() not in done})
+    slots: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    overhead = lambda: {"overhead": overhead_summary(slots, time.monotonic() - t0)}  # noqa: E731
+    folder = _Folder(store, run_id, run_dir, {i for i, (_, c) in enumerate(planned) if c.key() not in done}, overhead)
     restore = _stop_on_signals()
     status, code = "interrupted", EXIT_INTERRUPTED
-    t0 = time.monotonic()
     try:
         with _progress() as p:
-            counts = runner.run_cases(store, run_id, planned, run_dir, ProgressEvents(p), done, _between(spec),
+            events = ProgressEvents(p, [c for _, c in planned], spec.processes)
+            counts = runner.run_cases(store, run_id, planned, run_dir, events, done, _between(spec),
                                       _fit_check(store.get_run(run_id).env.get("device_memory_bytes")),
-                                      saved=folder.saved)
+                                      saved=folder.saved, processes=spec.processes, overhead=slots)
         status = "complete" if counts.get("failed", 0) == 0 else "partial"
         code = EXIT_OK if status == "complete" else EXIT_FAILED
     except KeyboardInterrupt:
@@ -261,16 +307,17 @@ def _execute(store: Store, run_id: str, spec: specmod.RunSpec, planned: list, ou
     finally:
         _stop["finishing"] = True
         try:
-            rows = _finish(store, run_id, run_dir, status)
+            final = overhead()  # the same figures in run.json and on the terminal's last line
+            rows = _finish(store, run_id, run_dir, status, lambda: final)
         finally:
             _stop["finishing"] = False
             restore()
     if code == EXIT_INTERRUPTED or status == "failed":
         return Outcome(code, store, run_id, run_dir, failed=status == "failed")
-    return Outcome(code, store, run_id, run_dir, rows, time.monotonic() - t0)
+    return Outcome(code, store, run_id, run_dir, rows, time.monotonic() - t0, overhead=final["overhead"])
 
 
-def _finish(store: Store, run_id: str, run_dir: Path, status: str) -> list[dict[str, Any]]:
+def _finish(store: Store, run_id: str, run_dir: Path, status: str, extra=lambda: {}) -> list[dict[str, Any]]:
     """Store the run's status and write its whole folder from the store; returns the summary rows
     ([] when either could not be done: a warning says so, the measured cases stay in the store)."""
     try:
@@ -279,7 +326,7 @@ def _finish(store: Store, run_id: str, run_dir: Path, status: str) -> list[dict[
         _warn(f"the run's status was not stored ({_one_line(e)}); it shows as abandoned and resumes")
         return []
     try:
-        return export_run(store, run_id, run_dir)
+        return export_run(store, run_id, run_dir, extra())
     except Exception as e:  # a full disk, an unreadable store: the cases are stored all the same
         _warn(f"run folder {run_dir} not written ({_one_line(e)}); every case is in the store")
         return []

@@ -28,7 +28,7 @@ SWEEP_PARAMS: dict[str, tuple[str, type]] = {
     "cache_type_v": ("cache_type_v", str), "ep": ("ep", str), "graph_opt": ("graph_opt", str),
 }
 SCALAR_PARAMS: dict[str, type] = {"reps": int, "timeout": float, "warmup": bool, "target_ci": str, "max_reps": int,
-                                   "max_time": float}
+                                   "max_time": float, "processes": int}
 AUTO_REPS_DEFAULTS = dict(target_ci=0.02, max_reps=20)  # -r auto: a 2% interval, at most 20 reps
 REPS_HELP = ("Timed repetitions (default 5), or 'auto': repeat until the 95% confidence interval of each "
              "throughput is within --target-ci.")
@@ -77,6 +77,7 @@ class RunSpec:
     reps: int = 5  # under -r auto (target_ci > 0): the most reps a case may take
     target_ci: float = 0.0  # -r auto: the relative 95% CI half-width to reach; 0: fixed reps
     max_time: float = 0.0  # -r auto: seconds of reps per case at most; 0: no limit
+    processes: int = 1  # worker processes per case, the reps split among them (run/processes.py)
     warmup: bool = True
     timeout: float = 900.0
     profile: tuple[str, ...] = ()
@@ -219,7 +220,14 @@ def build_spec(options: dict[str, Any], config: dict[str, Any] | None = None) ->
         raise InputError(f"--timeout must be > 0, got {timeout}")
     if cooldown < 0:
         raise InputError(f"--cooldown must be >= 0, got {cooldown}")
+    try:
+        processes = int(merged.get("processes", 1))
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"--processes must be a whole number, got {merged.get('processes')!r}") from None
+    if processes < 1:
+        raise InputError(f"--processes must be >= 1, got {processes}")
     return RunSpec(
+        processes=processes,
         **_quality_options(merged),
         models=models or (DEFAULT_PRESET,), quants=parse_list(merged.get("quants"), str, "quant"),
         backends=parse_list(merged.get("backends"), str, "backend") or ("llama-cpp",),

@@ -91,7 +91,11 @@ def run_case(case: Case, emit: Emit) -> None:
     from edgebench.backends import backend_class
     from edgebench.profilers import DEFAULT_PROFILERS, profiler_class
 
+    clock = time.monotonic
+    spent: dict[str, float] = {}  # the harness's own seconds in this worker (case info "overhead")
+    t = clock()
     backend = backend_class(case.backend)()
+    spent["backend_import_s"] = clock() - t
     profilers = [profiler_class(n)() for n in dict.fromkeys(DEFAULT_PROFILERS + case.profile)]
     skipped = {}
     for p in list(profilers):
@@ -116,6 +120,7 @@ def run_case(case: Case, emit: Emit) -> None:
             t0 = time.perf_counter_ns()
             info = backend.load(case)
             load_ns = time.perf_counter_ns() - t0
+        spent["load_s"] = load_ns / 1e9
         model = {k: v for k, v in info.to_dict().items() if k != "extra"} | info.extra
         emit(msg.Info({"model": model, "versions": backend.versions(), "skipped_profilers": skipped}))
         flush([Sample(-1, "load", "load_ns", load_ns)])
@@ -123,11 +128,13 @@ def run_case(case: Case, emit: Emit) -> None:
         rng = np.random.default_rng(SEED)
         if case.warmup and case.speed:
             emit(msg.Progress("warmup", 0, case.reps))
+            t = clock()
             warm = Case.from_dict(case.to_dict() | {"n_gen": min(case.n_gen, 2)})  # -n 0 stays 0, -p 0 too
             _measure_rep(backend, warm, rng, info.n_vocab, [], -1)
+            spent["warmup_s"] = clock() - t
 
         plan = RepPlan(case.reps, case.target_ci, case.max_time_s)  # fixed -r N, or -r auto (run/reps.py)
-        rep = 0
+        rep, timed_ns, t = 0, 0, clock()
         while case.speed and plan.more():  # a quality-only case has no speed reps
             emit(msg.Progress("rep", rep, case.reps))
             prefill_ns, steps = _measure_rep(backend, case, rng, info.n_vocab, passive, rep)
@@ -135,11 +142,15 @@ def run_case(case: Case, emit: Emit) -> None:
             if prefill_ns is not None:  # -p 0: no prefill was timed
                 timed.insert(0, Sample(rep, "prefill", "prefill_ns", prefill_ns))
             flush()
+            timed_ns += (prefill_ns or 0) + sum(steps)
             plan.add(rep, prefill_ns, steps, case.n_prompt, case.n_gen, timed, flush)
             rep += 1
         if case.speed:
             plan.flush(flush)
             emit(msg.Info({"reps": plan.info()}))
+            spent["timed_s"] = timed_ns / 1e9  # the reps' timed regions; the rest of the loop is overhead
+            spent["reps_untimed_s"] = max(clock() - t - spent["timed_s"], 0.0)
+        t = clock()
 
         # Intrusive profilers get reps of their own: they never touch the numbers above.
         for p in intrusive if case.speed else ():
@@ -159,6 +170,7 @@ def run_case(case: Case, emit: Emit) -> None:
         for p in passive:
             p.detach(backend)
         flush()
+        spent["profile_s"] = clock() - t
         if case.quality:  # after everything timed: it may grow the context (run/quality.py)
             from edgebench.run.quality import run_quality
 
@@ -167,6 +179,7 @@ def run_case(case: Case, emit: Emit) -> None:
                  if getattr(p, "warnings", None) or getattr(p, "skipped", None)}
         if notes:
             emit(msg.Info({"profiler_notes": notes}))
+        emit(msg.Info({"overhead": spent}))
     finally:
         for line in backend.log_lines():  # the runtime's log goes to the case's log file
             print(line, file=sys.stderr)
@@ -261,11 +274,15 @@ def main() -> int:
     def emit(m: msg.Message) -> None:
         proto.write(m.to_json() + "\n")
 
+    emit(msg.Info({"overhead": {}}))  # the first message: the runner times process start + imports to it
     try:
         start = msg.from_json(sys.stdin.readline())
         if not isinstance(start, msg.Start):
             raise RuntimeError(f"expected a Start message first, got {start}")
+        t = time.monotonic()
         case = build(start.case, emit)
+        if case is not start.case:
+            emit(msg.Info({"overhead": {"build_s": time.monotonic() - t}}))
         line = sys.stdin.readline()
         if not line or not isinstance(msg.from_json(line), msg.Go):
             return 0  # the runner decided not to measure this case (it does not fit, ...)

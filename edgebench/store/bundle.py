@@ -38,15 +38,16 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...] |
     return path
 
 
-def write_run_json(store: Store, run_id: str, run_dir: Path) -> Path:
+def write_run_json(store: Store, run_id: str, run_dir: Path, extra: dict[str, Any] | None = None) -> Path:
     """run.json from the store, written to a temporary name and renamed. It is rewritten after every
     case of a run, so it is written case by case (no second copy of the cases, no one big string):
-    the parent's memory must not grow with the number of cases."""
+    the parent's memory must not grow with the number of cases. ``extra``: keys the run that is
+    writing it adds before the cases (its harness "overhead")."""
     run = store.get_run(run_id)
     head = {
         "schema_version": SCHEMA_VERSION, "run_id": run.run_id, "created_at": run.created_at,
         "finished_at": run.finished_at, "status": run.status, "device": run.device,
-        "spec": run.spec, "environment": run.env, "cases": [],
+        "spec": run.spec, "environment": run.env, **(extra or {}), "cases": [],
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "run.json"
@@ -64,11 +65,11 @@ def write_run_json(store: Store, run_id: str, run_dir: Path) -> Path:
 
 
 def write_bundle(store: Store, run_id: str, run_dir: Path, summary_rows: list[dict[str, Any]], samples,
-                 ops_rows: list[dict[str, Any]]) -> None:
+                 ops_rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:
     """The whole run folder: run.json from the store, the summary and op rows given (computed on read by
     edgebench.analysis), samples.csv from ``samples`` (a DataFrame of the run's samples). Each file is
     written to a temporary name and renamed, so a reader never sees half a file."""
-    write_run_json(store, run_id, run_dir)
+    write_run_json(store, run_id, run_dir, extra)
     write_csv(run_dir / "summary.csv", summary_rows)
     tmp = run_dir / "samples.csv.tmp"
     samples.to_csv(tmp, index=False, columns=list(SAMPLE_COLUMNS))
