@@ -22,6 +22,17 @@ def models_dir(cache: Path | None = None) -> Path:
     return home(cache) / "models"
 
 
+def make_dir(d: Path) -> Path:
+    """``d`` created (with its parents) for a build; InputError naming it when that is not possible."""
+    from edgebench.errors import InputError
+
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create the model cache {d}: {e.strerror or e} (set EDGEBENCH_HOME)") from None
+    return d
+
+
 @contextlib.contextmanager
 def locked(target: Path) -> Iterator[None]:
     """An exclusive flock on ``<target>.lock``: concurrent builders of one file take turns."""

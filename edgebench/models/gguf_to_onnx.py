@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.errors import InputError
-from edgebench.models.cache import file_sha256, models_dir
+from edgebench.models.cache import file_sha256, make_dir, models_dir
 from edgebench.models.gguf_file import PROVENANCE_KEYS, read_gguf_info, read_metadata, read_tensors
 from edgebench.models.presets import Preset
 from edgebench.models.quant_levels import ONNX_QUANTS
@@ -151,11 +151,7 @@ def ensure_onnx_from_gguf(src: str | Path, quant: str, cache: Path | None = None
     q = ONNX_QUANTS.check(quant)
     gguf_shape(src)  # bad input fails before anything is written
     sha = file_sha256(src)
-    d = onnx_dir(sha, cache)
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create the model cache {d}: {e.strerror or e} (set EDGEBENCH_HOME)") from None
+    d = make_dir(onnx_dir(sha, cache))
     target = d / level_name(src, q).replace(".gguf", ".onnx")
     return ensure_level(target, q, lambda out: write_onnx_from_gguf(src, out, progress, sha),
                         lambda: ensure_onnx_from_gguf(src, "fp32", cache, progress), progress)

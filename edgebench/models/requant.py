@@ -21,8 +21,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from edgebench.errors import InputError
-from edgebench.models.cache import file_sha256, locked, models_dir
+from edgebench.models.cache import file_sha256, locked, make_dir, models_dir
 from edgebench.models.gguf_file import PROVENANCE_KEYS, has_metadata, read_gguf_info
 from edgebench.models.quant_levels import GGUF_QUANTS
 from edgebench.models.synth_gguf import quantize
@@ -84,11 +83,7 @@ def ensure_requantized(src: str | Path, quant: str, cache: Path | None = None, p
     q = GGUF_QUANTS.check(quant)
     from_quant = source_quant(src)
     sha = file_sha256(src)
-    d = requant_dir(sha, cache)
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create the model cache {d}: {e.strerror or e} (set EDGEBENCH_HOME)") from None
+    d = make_dir(requant_dir(sha, cache))
     target = d / level_name(src, q)
     if _is_current(target, sha):
         return target

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.errors import InputError
-from edgebench.models.cache import locked, models_dir
+from edgebench.models.cache import locked, make_dir, models_dir
 from edgebench.models.presets import Preset, get_preset, preset_tensor_shapes
 from edgebench.models.quant_levels import GGUF_QUANTS
 
@@ -285,11 +285,7 @@ def ensure_model(preset: str, quant: str, cache: Path | None = None, progress: P
     the first one's file. ``progress(done_bytes, total_bytes)`` restarts at each stage (writing
     the F16 file, then quantizing). Blocks: minutes for a multi-GB preset."""
     p, q = get_preset(preset), GGUF_QUANTS.check(quant)
-    d = models_dir(cache)
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create the model cache {d}: {e.strerror or e} (set EDGEBENCH_HOME)") from None
+    d = make_dir(models_dir(cache))
     target = d / f"{p.name}-{q}.gguf"
     if _is_current(target, p.name):
         return target

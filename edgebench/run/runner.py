@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -81,10 +80,6 @@ def with_retry(write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
                 raise
             time.sleep(wait)
             wait = min(wait * 2, 8.0)
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
 def _signal_reason(rc: int) -> str:

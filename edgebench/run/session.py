@@ -22,7 +22,7 @@ from edgebench.run import protocol, runner
 from edgebench.run import spec as specmod
 from edgebench.run.eta import Eta, case_work, format_left
 from edgebench.run.protocol import clip
-from edgebench.store import liveness
+from edgebench.store import liveness, run_ids
 from edgebench.store.bundle import append_samples_csv, start_samples_csv, write_run_json
 from edgebench.store.database import Store, store_url
 
@@ -177,7 +177,7 @@ def start(options: dict[str, Any], config: Path | None, out: Path, store_target:
     planned, notes = _plan(spec)
     check_writable(out)
     store = Store(store_target or out)
-    run_id = runner.new_run_id()
+    run_id = run_ids.new()
     env = collect_environment() | device_env | {liveness.OWNER_KEY: liveness.owner()}
     env["fair_run_warnings"] = fair_run_warnings(profile, env)
     if not profile.mem_bandwidth_gbs:  # no spec figure: measure one for the roofline (~1 s)

@@ -3,8 +3,8 @@
 
 A run id names a folder (OUT/<run_id>/ holds the run's bundle and report), so an id from a hostile
 or broken bundle must never be a path: no '/', no '..', no NUL or control characters, nothing
-absolute. edgebench makes ids like ``20261201-134406-2ede94`` (time + 6 hex digits,
-run/runner.py ``new_run_id``); other tools (a fleet, llama-bench imports) may make their own, so
+absolute. edgebench makes ids like ``20261201-134406-2ede94`` (time + 6 hex digits, ``new()``);
+other tools (a fleet, llama-bench imports) may make their own, so
 the accepted pattern is a conservative superset: 1-64 ASCII letters, digits, '.', '_', '-',
 starting with a letter or digit, with no '..' anywhere.
 """
@@ -12,19 +12,23 @@ starting with a letter or digit, with no '..' anywhere.
 from __future__ import annotations
 
 import re
+import time
+import uuid
 
 from edgebench.errors import InputError
 
 MAX_LEN = 64  # the runs.run_id column is String(64)
-EDGEBENCH_FORMAT = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # what new_run_id makes
 _SAFE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_LEN - 1}}}")
 
 
+def new() -> str:
+    """A new run id: the local time and 6 random hex digits (within the safe pattern)."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
 def is_valid(run_id: object) -> bool:
-    """Whether ``run_id`` is an id edgebench accepts (edgebench's own format or the safe pattern)."""
-    if not isinstance(run_id, str):
-        return False
-    return bool(EDGEBENCH_FORMAT.fullmatch(run_id) or (_SAFE.fullmatch(run_id) and ".." not in run_id))
+    """Whether ``run_id`` is an id edgebench accepts: the safe pattern, with no '..'."""
+    return isinstance(run_id, str) and bool(_SAFE.fullmatch(run_id)) and ".." not in run_id
 
 
 def check(run_id: object, where: str = "") -> str:
