@@ -81,6 +81,9 @@ def _bad_inputs(tmp_path):
         "zero count": (["run", "-m", m, "--backend", "fake", "-p", "0", "-n", "0"], "-p 0 and -n 0 leave nothing to time"),
         "negative count": (["run", "-m", m, "--backend", "fake", "-n", "-1"], "n_gen must be >= 0"),
         "negative reps": (["run", "-m", m, "--backend", "fake", "-r", "0"], "--reps must be >= 1"),
+        "bad pg": (["run", "-m", m, "--backend", "fake", "-pg", "512"], "-pg takes PROMPT,GEN"),
+        "target ci without auto": (["run", "-m", m, "--backend", "fake", "--target-ci", "2%"], "--target-ci needs -r auto"),
+        "bad processes": (["run", "-m", m, "--backend", "fake", "--processes", "0"], "--processes"),
         "ctx too small": (["run", "-m", m, "--backend", "fake", "-p", "512", "--ctx", "256"], "too small"),
         "bad flash attn": (["run", "-m", m, "--backend", "fake", "-fa", "sometimes"], "flash_attn must be"),
         "unknown backend": (["run", "-m", m, "--backend", "tensorflow"], "unknown backend"),
@@ -97,6 +100,7 @@ def _bad_inputs(tmp_path):
 
 @pytest.mark.parametrize("name", [
     "missing model", "not gguf", "unknown option", "bad int", "zero count", "negative count", "negative reps", "ctx too small",
+    "bad pg", "target ci without auto", "bad processes",
     "bad flash attn", "unknown backend", "unknown quant", "unknown preset", "invalid config", "missing config",
     "unwritable out", "unknown run", "bad format", "unknown profiler"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, name):
