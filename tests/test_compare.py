@@ -391,3 +391,93 @@ def test_one_rep_has_unknown_spread():
     assert per_rep.spread("decode_tok_s", {"decode_tok_s": np.array([5.0])}) is None
     v = _summary_values({"decode_tok_s": np.array([5.0]), "prefill_tok_s": np.array([50.0])})
     assert v["decode_tok_s_std"] is None and v["decode_cv"] is None and v["prefill_cv"] is None
+
+
+# -- issue 17 part 2: the process, not the rep, is the unit of a case run with --processes ------
+def _process_run(tmp_path: Path, name: str, means: list[float], reps: int = 5, info: bool = True) -> str:
+    """A stored run (store at tmp_path/store) and its run folder: one case, each worker process's
+    reps steady (0.1% noise) around its own level (``means``, one a process: prefill tok/s; decode
+    tok/s a tenth of it), as `run --processes len(means)` stores it; ``info`` False: the same
+    samples without the processes info (a bundle of an older edgebench)."""
+    import numpy as np
+
+    from edgebench.analysis.summary import export_run
+    from edgebench.records import Case, Sample
+    from edgebench.store.database import Store
+
+    rng = np.random.default_rng(0)
+    store = Store(tmp_path / "store")
+    run_id = f"proc-{name}"
+    store.create_run(run_id, "ci-box", {}, {})
+    samples, groups = [Sample(-1, "load", "load_ns", 2.5e8)], []
+    for k, level in enumerate(means):
+        groups.append(list(range(k * reps, (k + 1) * reps)))
+        for rep in groups[-1]:
+            f = rng.normal(1, 0.001)
+            samples.append(Sample(rep, "prefill", "prefill_ns", 100 / (level * f) * 1e9))
+            samples += [Sample(rep, "decode", "decode_step_ns", 1e9 / (level / 10 * f), idx=i) for i in range(8)]
+    case = Case(backend="llama-cpp", model="/models/m.gguf", n_prompt=100, n_gen=8, reps=reps * len(means), n_threads=2)
+    case_info = {"model": {"model_name": "m", "quant": "Q4_K_M"}} | ({"processes": groups} if info else {})
+    store.save_case(run_id, 0, case, "ok", "", case_info, samples, 0.0, 1.0)
+    store.finish_run(run_id, "complete")
+    export_run(store, run_id, tmp_path / run_id)
+    return str(tmp_path / run_id)
+
+
+def _rows(res, metric="prefill_tok_s"):
+    return [r for r in res.rows if r.metric == metric]
+
+
+def test_processes_that_disagree_are_not_a_regression_though_their_reps_look_it(tmp_path, capsys):
+    # each process steady within 0.1%, the processes 5-12% apart; the candidate's about 8% slower:
+    # pooled, 20 vs 20 reps look significant; 4 vs 4 processes cannot tell it from the spread between them
+    base = _process_run(tmp_path, "base", [100, 112, 95, 108], reps=5)
+    cand = _process_run(tmp_path, "cand", [92, 104, 86, 99], reps=5)
+    res = cmp.compare(base, cand)
+    (row,) = _rows(res)
+    assert row.test_unit == "process" and (row.n_baseline, row.n_candidate) == (4, 4)
+    assert row.p_value > 0.05 and row.verdict in ("inconclusive", "insignificant")
+    assert res.regressions == 0 and res.exit_code in (0, 4)
+    assert any("process as the unit" in w for w in res.warnings)
+    code, out, err = run_cli(capsys, "compare", base, cand, "--format", "json")
+    assert code == res.exit_code and "process as the unit" in err
+    assert {r["test_unit"] for r in json.loads(out)["rows"] if r["metric"] == "decode_tok_s"} == {"process"}
+    # the same samples without the processes info: rep by rep, as before, and "significant"
+    plain_b = _process_run(tmp_path, "plain-base", [100, 112, 95, 108], reps=5, info=False)
+    plain_c = _process_run(tmp_path, "plain-cand", [92, 104, 86, 99], reps=5, info=False)
+    plain = cmp.compare(plain_b, plain_c)
+    (prow,) = _rows(plain)
+    assert prow.test_unit == "rep" and prow.n_baseline == 20 and prow.verdict == "regression"
+    assert (prow.baseline, prow.candidate) == pytest.approx((row.baseline, row.candidate))  # same columns
+    assert plain.exit_code == 3
+
+
+def test_clearly_separated_processes_are_a_regression_and_three_each_are_inconclusive(tmp_path, capsys):
+    base = _process_run(tmp_path, "base", [100, 101, 99, 100.5, 99.5], reps=3)
+    slow = _process_run(tmp_path, "slow", [90, 91, 89, 90.5, 89.5], reps=3)
+    res = cmp.compare(base, slow)
+    for metric in ("prefill_tok_s", "decode_tok_s"):
+        (row,) = _rows(res, metric)
+        assert row.test_unit == "process" and row.n_baseline == row.n_candidate == 5
+        assert row.p_value == pytest.approx(2 / 252) and row.verdict == "regression"
+    assert run_cli(capsys, "compare", base, slow)[0] == 3
+    # the store's run ids carry the case info too
+    assert run_cli(capsys, "compare", "proc-base", "proc-slow", "--store", tmp_path / "store")[0] == 3
+    # 3 vs 3 processes (of 5 reps each: 15 vs 15 reps) cannot reach p < 0.05: past the threshold, inconclusive
+    b3 = _process_run(tmp_path, "b3", [100, 101, 99], reps=5)
+    s3 = _process_run(tmp_path, "s3", [90, 91, 89], reps=5)
+    res = cmp.compare(b3, s3)
+    (row,) = _rows(res)
+    assert row.test_unit == "process" and row.verdict == "inconclusive" and res.exit_code == 4
+    code, _, err = run_cli(capsys, "compare", b3, s3)
+    assert code == 4 and "with 3 vs 3 processes the smallest p" in err and "--processes 5" in err
+
+
+def test_processes_on_one_side_only_say_the_units_differ(tmp_path, capsys):
+    base = _process_run(tmp_path, "base", [100, 101, 99, 100.5, 99.5], reps=3)
+    cand = _process_run(tmp_path, "cand", [90] * 3, reps=5, info=False)  # one process of 15 reps
+    res = cmp.compare(base, cand)
+    (row,) = _rows(res)
+    assert row.test_unit == "process/rep" and (row.n_baseline, row.n_candidate) == (5, 15)
+    assert any("units differ" in w and "baseline only" in w for w in res.warnings)
+    assert run_cli(capsys, "compare", cand, base)[2].count("candidate only") == 1

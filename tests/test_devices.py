@@ -247,3 +247,36 @@ def test_fair_run_warnings():
     assert laptop == ["CPU governor is powersave, not performance",
                       "running on battery (55%): clocks and power may be capped"]
     assert fair_run_warnings(get_profile("generic-x86-64"), {"cpu_governor": None}) == []  # a VM: unknown
+
+
+def test_memory_bandwidth_is_measured_once_per_boot(tmp_path, monkeypatch):
+    from edgebench.machine import environment as env
+
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return 12.5 + len(calls), ""
+
+    monkeypatch.setattr(env, "boot_id", lambda: "boot-a")
+    cache_file = tmp_path / "sub" / "bw.json"
+    assert env.memory_bandwidth_this_boot(cache_file, measure) == (13.5, "", "now")
+    gbs, why, when = env.memory_bandwidth_this_boot(cache_file, measure)
+    assert (gbs, why, len(calls)) == (13.5, "", 1) and when.endswith("Z")  # reused, with its time
+    monkeypatch.setattr(env, "boot_id", lambda: "boot-b")  # a reboot: measured again
+    assert env.memory_bandwidth_this_boot(cache_file, measure)[:2] == (14.5, "") and len(calls) == 2
+    cache_file.write_text("{not json")  # a damaged cache is measured over, never an error
+    assert env.memory_bandwidth_this_boot(cache_file, measure)[0] == 15.5
+    monkeypatch.setattr(env, "boot_id", lambda: None)  # no boot id: every run measures
+    env.memory_bandwidth_this_boot(cache_file, measure)
+    env.memory_bandwidth_this_boot(cache_file, measure)
+    assert len(calls) == 5
+
+
+def test_failed_bandwidth_measurement_is_not_cached(tmp_path, monkeypatch):
+    from edgebench.machine import environment as env
+
+    monkeypatch.setattr(env, "boot_id", lambda: "boot-a")
+    cache_file = tmp_path / "bw.json"
+    assert env.memory_bandwidth_this_boot(cache_file, lambda: (None, "not measured: x"))[:2] == (None, "not measured: x")
+    assert not cache_file.exists()

@@ -101,6 +101,21 @@ def test_kv_share_rises_with_context(tiny_gguf, tmp_path):
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert rows[1]["kv_bytes"] == 8 * rows[0]["kv_bytes"]
     assert rows[1]["kv_share"] > rows[0]["kv_share"]
+    assert rows[0]["synthetic"] is True  # a preset's file given by path still has random weights
+
+
+def test_a_real_model_is_not_marked_synthetic(real_gguf, tmp_path):
+    from edgebench.analysis import summary
+    from edgebench.run.plan import ModelRef
+    from edgebench.run.runner import run_cases
+    from edgebench.store.database import Store
+
+    store = Store(tmp_path)
+    store.create_run("real", "test", {}, {})
+    case = Case(backend="llama-cpp", model=str(real_gguf), n_prompt=8, n_gen=2, reps=1, n_threads=2)
+    run_cases(store, "real", [(ModelRef("llama-cpp", path=str(real_gguf)), case)], tmp_path / "real")
+    (row,) = summary.summarize_run(store, "real")
+    assert row["status"] == "ok" and row["synthetic"] is False
 
 
 def test_case_that_cannot_fit_is_refused_not_started(tiny_gguf, tmp_path):

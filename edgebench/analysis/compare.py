@@ -22,6 +22,18 @@ some reps, that more reps would prove or disprove); otherwise it is *insignifica
 baseline case that is missing, failed or skipped in the candidate is a regression unless
 ``Options.allow_missing``.
 
+The unit of the tests is the rep, except for a case run in several worker processes (`run
+--processes N`, its case info listing each process's reps): the reps of one process share its memory
+layout, page cache and clock ramp, so they are not independent, and Mann-Whitney or a bootstrap on
+the pooled reps would overstate significance. Where both sides ran the case in two or more
+processes, its timing metrics (sides.PROCESS_UNIT_METRICS) are tested on per-process values (each
+process's center over its reps), and n_baseline / n_candidate count processes; the inconclusive rule
+applies to those counts (3 vs 3 processes cannot reach p < 0.05). Where only one side did, that
+side's processes and the other side's reps are the units ("process/rep" or "rep/process"), and a
+warning says the units differ: a single process's reps do not show the spread between processes, so
+such a change can look more significant than it is. The baseline and candidate columns stay the
+per-rep centers the summary shows. A side without case info (a summary.csv) is compared by rep.
+
 Never runs a model and never imports a backend.
 """
 
@@ -32,16 +44,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgebench.analysis import per_rep
-from edgebench.analysis.sides import Side, load_side, norm_key, num, status
+from edgebench.analysis.sides import Side, load_side, norm_key, num, status, units
 from edgebench.analysis.significance import (
     benjamini_hochberg,
-    bootstrap_ratio_ci,
+    intermittent,
     min_mannwhitney_p,
-    permutation_p,
     test_from_summary,
+    test_units,
 )
 from edgebench.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, InputError
 from edgebench.records import FIELDS, KEY_FIELDS, case_label
@@ -99,6 +109,7 @@ class Row:
     status: str = "ok"  # the candidate case's status: ok, failed, skipped, ... or missing (no such case)
     reason: str = ""  # why the candidate case did not succeed (its error)
     p_adjusted: float | None = None  # Benjamini-Hochberg over the table's tested rows
+    test_unit: str = "rep"  # one value of the test: rep | process | process/rep | rep/process (base/cand)
     reachable: bool = field(default=True, repr=False)  # the test could give p < alpha with these reps
     intermittent: bool = field(default=False, repr=False)  # some candidate reps worse past the threshold
 
@@ -106,7 +117,7 @@ class Row:
         return {**{f"key_{k}": v for k, v in self.key.items()}, "case": self.label, "metric": self.metric,
                 "unit": self.unit, "baseline": self.baseline, "candidate": self.candidate, "ratio": self.ratio,
                 "change": self.change, "ci_low": self.ci_low, "ci_high": self.ci_high, "p_value": self.p_value,
-                "p_adjusted": self.p_adjusted, "test": self.test, "n_baseline": self.n_baseline,
+                "p_adjusted": self.p_adjusted, "test": self.test, "test_unit": self.test_unit, "n_baseline": self.n_baseline,
                 "n_candidate": self.n_candidate, "threshold": self.threshold, "verdict": self.verdict,
                 "status": self.status, "reason": self.reason}
 
@@ -185,35 +196,7 @@ def check_match(fields: str | None) -> tuple[str, ...]:
     return out
 
 
-# -- statistics ---------------------------------------------------------------------------------
-def _test(spec: MetricSpec, base: np.ndarray, cand: np.ndarray, alpha: float):
-    """(p, ci_low, ci_high, test name) for one metric of one case; significance is decided over the
-    whole table (_finish)."""
-    from scipy import stats as st
-
-    bc, cc = per_rep.center(spec.name, base), per_rep.center(spec.name, cand)
-    ratio = cc / bc
-    constant = base.size > 1 and cand.size > 1 and np.ptp(base) == 0 and np.ptp(cand) == 0
-    if spec.exact or constant:
-        # No noise on either side: the change is exactly what was measured.
-        return None, ratio, ratio, "exact"
-    if base.size < 2 or cand.size < 2:
-        return None, None, None, "none"
-    if spec.name.startswith("tpot_ms_p") and base.min() > 0 and cand.min() > 0:
-        p, test = permutation_p(base, cand), "permutation"
-    else:
-        p, test = float(st.mannwhitneyu(base, cand, alternative="two-sided").pvalue), "mannwhitney"
-    lo, hi = bootstrap_ratio_ci(base, cand, alpha, spec.name)
-    return p, lo, hi, test
-
-
-def _intermittent(spec: MetricSpec, base: np.ndarray, cand: np.ndarray, threshold: float) -> bool:
-    """Some candidate reps are worse than every baseline rep by more than the threshold."""
-    if spec.higher_is_better:
-        return bool((cand < base.min() * (1 - threshold)).any())
-    return bool((cand > base.max() * (1 + threshold)).any())
-
-
+# -- verdicts -----------------------------------------------------------------------------------
 def _verdict(better: float, threshold: float, significant: bool, conclusive: bool = True) -> str:
     """``better``: the relative change signed so that > 0 is an improvement; ``conclusive``: the
     test could have shown a change of this kind (module docstring)."""
@@ -278,8 +261,32 @@ def _label(key: dict[str, str], varying: set[str], bmodel: str, cmodel: str) -> 
     return case_label({**key, "model": model}, {"model", "quant"} | varying)
 
 
-def _rep_values(side: Side, row: dict[str, Any]) -> dict[str, np.ndarray]:
-    return per_rep.rep_values(side.case_samples(row), num(row.get("n_prompt")) or 0, num(row.get("n_gen")) or 0)
+_MORE_UNITS = {"rep": "measure with -r 5 or more", "process": "run with --processes 5 or more (or -r auto, which adds "
+               "processes until the interval over them is within --target-ci)"}
+
+
+def _unit_warnings(rows: list[Row], few: set[tuple[int, int, str]], alpha: float) -> list[str]:
+    """What the units of the tests were where they were not reps, and where too few of them could
+    not show any change."""
+    out = []
+    for nb, nc, unit in sorted(few):
+        what = "reps" if unit == "rep" else "processes" if unit == "process" else f"units ({unit})"
+        out.append(f"with {nb} vs {nc} {what} the smallest p a Mann-Whitney test can give is "
+                   f"{min_mannwhitney_p(nb, nc):.2f} >= alpha {alpha:g}: no change can be shown to be "
+                   f"significant; {_MORE_UNITS.get(unit, 'run both sides with --processes 5 or more')}")
+    by_process = sorted({r.label for r in rows if r.test_unit == "process"})
+    if by_process:
+        out.append(f"{len(by_process)} case(s) ran in several worker processes on both sides: their timing metrics "
+                   f"are tested with the process as the unit (each process's center over its reps is one value, "
+                   f"n counts processes: reps within one process are not independent)")
+    for unit in sorted({r.test_unit for r in rows} - {"rep", "process"}):
+        cases = sorted({r.label for r in rows if r.test_unit == unit})
+        side = "baseline" if unit.startswith("process") else "candidate"
+        out.append(f"{len(cases)} case(s) ran in several worker processes in the {side} only: its processes and "
+                   f"the other side's reps are the units ({unit}), so the units differ and one process's reps do "
+                   f"not show the spread between processes (a change can look more significant than it is); "
+                   f"run both sides with --processes: {'; '.join(cases)[:200]}")
+    return out
 
 
 def compare(baseline: str, candidate: str, store: str | Path = "reports", opts: Options | None = None) -> Result:
@@ -313,7 +320,7 @@ def compare(baseline: str, candidate: str, store: str | Path = "reports", opts: 
     names = opts.metrics or tuple(dict.fromkeys(DEFAULT_METRICS + tuple(opts.fail_on)))
     specs = [metric_spec(m) for m in names]
     rows: list[Row] = []
-    few_reps: set[tuple[int, int]] = set()
+    few_units: set[tuple[int, int, str]] = set()
     for k in bidx:
         brow, crow = bidx[k], cidx.get(k)
         key = dict(zip(fields, k))
@@ -327,15 +334,12 @@ def compare(baseline: str, candidate: str, store: str | Path = "reports", opts: 
                             "missing" if opts.allow_missing else "regression", st, reason))
             continue
         label = _label(key, varying, str(brow.get("model")), str(crow.get("model")))
-        bvals, cvals = _rep_values(base, brow), _rep_values(cand, crow)
+        bvals, cvals = base.values(brow), cand.values(crow)
         for spec in specs:
-            row = _compare_metric(spec, key, label, brow, crow, bvals, cvals, opts, few_reps)
+            row = _compare_metric(spec, key, label, brow, crow, bvals, cvals, opts, few_units)
             if row is not None:
                 rows.append(row)
-    for nb, nc in sorted(few_reps):
-        warnings.append(f"with {nb} vs {nc} reps the smallest p a Mann-Whitney test can give is "
-                        f"{min_mannwhitney_p(nb, nc):.2f} >= alpha {opts.alpha:g}: no change can be shown to be "
-                        f"significant; measure with -r 5 or more")
+    warnings += _unit_warnings(rows, few_units, opts.alpha)
     if common and not any(r.status == "ok" for r in rows):
         raise InputError(f"no metric to compare: none of {', '.join(names)} is present on both sides")
     _finish(rows, opts.alpha)
@@ -354,19 +358,23 @@ def _not_ok_match(key: tuple, bad: dict[tuple, dict]) -> dict | None:
 
 
 def _compare_metric(spec: MetricSpec, key, label, brow, crow, bvals, cvals, opts: Options,
-                    few_reps: set) -> Row | None:
+                    few_units: set) -> Row | None:
+    """One metric of one matched case (``bvals``/``cvals``: each side's per-rep and per-process values)."""
     thr = opts.fail_on.get(spec.name, opts.threshold)
-    b, c = bvals.get(spec.name), cvals.get(spec.name)
+    (b, bproc), (c, cproc) = (bvals[0].get(spec.name), bvals[1]), (cvals[0].get(spec.name), cvals[1])
+    unit = "rep"
     if b is not None and c is not None and b.size and c.size:
         if per_rep.center(spec.name, b) == 0:
             return None
-        p, lo, hi, test = _test(spec, b, c, opts.alpha)
-        reachable = test == "exact" or (test != "none" and min_mannwhitney_p(b.size, c.size) < opts.alpha)
+        bu, cu, unit = units(spec.name, b, c, bproc, cproc)
+        p, lo, hi, test = test_units(spec.name, spec.exact, bu, cu, opts.alpha)
+        reachable = test == "exact" or (test != "none" and min_mannwhitney_p(bu.size, cu.size) < opts.alpha)
         if test in ("mannwhitney", "permutation") and not reachable:
-            few_reps.add((b.size, c.size))
-        intermittent = test in ("mannwhitney", "permutation") and _intermittent(spec, b, c, thr)
+            few_units.add((bu.size, cu.size, unit))
+        intermittent_ = test in ("mannwhitney", "permutation") and intermittent(spec.higher_is_better, bu, cu, thr)
+        # the columns are the per-rep centers, the summary's numbers; n counts the test's units
         bm, cm = float(per_rep.center(spec.name, b)), float(per_rep.center(spec.name, c))
-        nb, nc = b.size, c.size
+        nb, nc = bu.size, cu.size
     else:  # summary rows only (no raw samples on one side)
         bm, cm = num(brow.get(spec.name)), num(crow.get(spec.name))
         if bm is None or cm is None or bm == 0:
@@ -377,8 +385,8 @@ def _compare_metric(spec: MetricSpec, key, label, brow, crow, bvals, cvals, opts
             p, lo, hi, test = None, cm / bm, cm / bm, "exact"
         else:
             p, lo, hi, test = test_from_summary((bm, bs, nb), (cm, cs, nc), opts.alpha)
-        reachable, intermittent = test != "none", False
+        reachable, intermittent_ = test != "none", False
     ratio = cm / bm
     # the verdict needs the whole table's p-values (false discovery rate): _finish sets it
     return Row(key, label, spec.name, spec.unit, bm, cm, ratio, ratio - 1, lo, hi, p, test, nb, nc, thr,
-               "", reachable=reachable, intermittent=intermittent)
+               "", test_unit=unit, reachable=reachable, intermittent=intermittent_)

@@ -1,6 +1,10 @@
 """The significance tests of edgebench.analysis.compare: Mann-Whitney's smallest p, the bootstrap by
-rep of a ratio of centers, the exact permutation test on whole reps, Benjamini-Hochberg, and Welch's
+unit of a ratio of centers, the exact permutation test on whole units, Benjamini-Hochberg, and Welch's
 test from summary statistics. Pure functions, no I/O.
+
+A unit is one independent value of a metric: a rep, or for a case run in several worker processes
+(--processes) a process (its center over its reps: the reps of one process share its memory layout,
+page cache and clock ramp, so they are not independent of each other).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ def min_mannwhitney_p(n1: int, n2: int) -> float:
 
 def bootstrap_ratio_ci(base: np.ndarray, cand: np.ndarray, alpha: float, metric: str) -> tuple[float, float]:
     """Percentile bootstrap CI of center(cand) / center(base) (``metric``'s center rule),
-    resampling reps on each side."""
+    resampling units (reps or processes) on each side."""
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     b = per_rep.center(metric, base[rng.integers(0, base.size, (BOOTSTRAP_N, base.size))], axis=1)
     c = per_rep.center(metric, cand[rng.integers(0, cand.size, (BOOTSTRAP_N, cand.size))], axis=1)
@@ -34,7 +38,7 @@ def bootstrap_ratio_ci(base: np.ndarray, cand: np.ndarray, alpha: float, metric:
 
 
 def permutation_p(base: np.ndarray, cand: np.ndarray) -> float:
-    """Two-sided p of a permutation test that moves whole reps between the sides (exact over all
+    """Two-sided p of a permutation test that moves whole units (reps, processes) between the sides (exact over all
     splits up to PERMUTATIONS_MAX, else that many seeded random ones); the statistic is the
     difference of the sides' mean log per-rep values (positive values: ms)."""
     import itertools
@@ -84,3 +88,33 @@ def test_from_summary(base: tuple, cand: tuple, alpha: float):
     z = float(st.norm.ppf(1 - alpha / 2))
     lo, hi = r - z * se, r + z * se
     return p, lo, hi, "welch"
+
+
+def test_units(metric: str, exact: bool, base: np.ndarray, cand: np.ndarray, alpha: float):
+    """(p, ci_low, ci_high, test name) of one metric of one case from its per-unit values on each
+    side (``metric``'s center rule); significance is decided over the whole table (compare._finish).
+    TPOT percentiles (each unit's own statistic) get the permutation test on whole units, the rest
+    Mann-Whitney; the interval is the bootstrap by unit of the ratio of centers."""
+    from scipy import stats as st
+
+    ratio = per_rep.center(metric, cand) / per_rep.center(metric, base)
+    constant = base.size > 1 and cand.size > 1 and np.ptp(base) == 0 and np.ptp(cand) == 0
+    if exact or constant:
+        # No noise on either side: the change is exactly what was measured.
+        return None, ratio, ratio, "exact"
+    if base.size < 2 or cand.size < 2:
+        return None, None, None, "none"
+    if metric.startswith("tpot_ms_p") and base.min() > 0 and cand.min() > 0:
+        p, test = permutation_p(base, cand), "permutation"
+    else:
+        p, test = float(st.mannwhitneyu(base, cand, alternative="two-sided").pvalue), "mannwhitney"
+    lo, hi = bootstrap_ratio_ci(base, cand, alpha, metric)
+    return p, lo, hi, test
+
+
+def intermittent(higher_is_better: bool, base: np.ndarray, cand: np.ndarray, threshold: float) -> bool:
+    """Some candidate units are worse than every baseline unit by more than the threshold (an
+    intermittent slowdown that more units would prove or disprove)."""
+    if higher_is_better:
+        return bool((cand < base.min() * (1 - threshold)).any())
+    return bool((cand > base.max() * (1 + threshold)).any())

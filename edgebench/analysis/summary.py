@@ -77,7 +77,8 @@ def summarize_case(run_id: str, device: str, case: dict[str, Any], s) -> dict[st
     if case.get("hub_repo"):
         row["model_name"] = model_info.get("model_name")
     row["n_ctx"] = model_info.get("n_ctx_runtime") or case.get("n_ctx")
-    row["synthetic"] = bool(case.get("preset"))
+    # random weights: built from a preset here, or a preset's file given with -m (its GGUF says so)
+    row["synthetic"] = bool(case.get("preset") or model_info.get("synthetic_preset"))
     kind = case.get("test") or "pg"  # a case stored before tests had a kind was a pg test
     row["test"] = llama_bench_name(kind, case["n_prompt"], case["n_gen"], case.get("depth") or 0)
     for phase, span in kv_positions(kind, case["n_prompt"], case["n_gen"], case.get("depth") or 0).items():
@@ -100,7 +101,7 @@ def summarize_case(run_id: str, device: str, case: dict[str, Any], s) -> dict[st
 
         row.update(ops_summary(s))
     if (s["metric"] == "kld").any():  # the quality pass ran
-        row.update(quality_summary(s, bool(case.get("preset"))))
+        row.update(quality_summary(s, row["synthetic"]))
     if s["metric"].isin(("energy_j", "power_w", "temp_c")).any():  # telemetry ran
         from edgebench.analysis.energy import summarize_energy
 

@@ -9,6 +9,9 @@ fail: "" | "error" (Python exception) | "crash" (SIGSEGV) | "oom" (SIGKILL) | "h
 fail_at: "load" | "prefill" | "decode". Timings are sleeps, so they are real wall time.
 "slow_prefills": N, "slow_us": U make the first N prefill calls U microseconds slower (a cold
 first rep, for -r auto's outlier rule: the warmup is one prefill call).
+"process_levels": [m0, m1, ...] multiply every timing by m_(j mod len), j counting the loads of this
+model file (in "<model>.loads" beside it): consecutive worker processes run at different speeds
+(between-process variance, for --processes and -r auto).
 Fault hooks: "stderr": lines printed to stderr just before the failure (what a runtime logs, e.g.
 a GGML_ASSERT line and a backtrace), "error_text": the injected exception's message,
 "alloc_mib": MiB allocated (and touched) at load, to meet a memory limit.
@@ -52,6 +55,7 @@ class FakeBackend(Backend):
         self.case: Case | None = None
         self.n_cached = 0
         self._table = None
+        self.level = 1.0  # process_levels: this process's speed factor
 
     def _maybe_fail(self, where: str) -> None:
         if self.cfg.get("fail") and self.cfg.get("fail_at", "load") == where:
@@ -75,6 +79,7 @@ class FakeBackend(Backend):
         except (OSError, json.JSONDecodeError) as e:
             raise InputError(f"fake model {case.model}: {e}") from None
         self.case = case
+        self.level = self._next_level(Path(case.model))
         if self.cfg.get("alloc_mib"):  # bytearray touches every page: a memory limit is met here
             self._ballast = bytearray(int(self.cfg["alloc_mib"]) * 2**20)
         self._maybe_fail("load")
@@ -88,6 +93,16 @@ class FakeBackend(Backend):
             n_ctx_runtime=case.ctx_effective, extra={"embed_params": n_params // 10},
         )
 
+    def _next_level(self, model: Path) -> float:
+        """This process's speed factor (process_levels); counts the load in the file beside the model."""
+        levels = self.cfg.get("process_levels")
+        if not levels:
+            return 1.0
+        counter = model.with_name(model.name + ".loads")
+        j = int(counter.read_text() or 0) if counter.exists() else 0
+        counter.write_text(str(j + 1))
+        return float(levels[j % len(levels)])
+
     def reset(self) -> None:
         self.n_cached = 0
 
@@ -95,12 +110,12 @@ class FakeBackend(Backend):
         self._maybe_fail("prefill")
         self.n_prefills = getattr(self, "n_prefills", 0) + 1
         cold = self.cfg.get("slow_us", 0) if self.n_prefills <= self.cfg.get("slow_prefills", 0) else 0
-        _busy_wait((len(tokens) * self.cfg.get("prefill_us_per_token", 20) + cold) / 1e6)
+        _busy_wait(self.level * (len(tokens) * self.cfg.get("prefill_us_per_token", 20) + cold) / 1e6)
         self.n_cached += len(tokens)
 
     def decode_step(self, token: int) -> None:
         self._maybe_fail("decode")
-        _busy_wait(self.cfg.get("decode_us", 300) / 1e6)
+        _busy_wait(self.level * self.cfg.get("decode_us", 300) / 1e6)
         self.n_cached += 1
 
     def memory(self) -> MemoryInfo:

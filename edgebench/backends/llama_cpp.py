@@ -96,7 +96,8 @@ class LlamaCppBackend(Backend, OpTracer):
             n_ctx_runtime=ll.llama_n_ctx(self.ctx),
             # tied and n_ff are stored from extra (ModelInfo.to_dict keeps the shape's other fields)
             extra={"embed_params": gi.embed_params, "file_bytes": gi.file_bytes, "tied": gi.tied,
-                   "tensor_types": gi.tensor_types, "n_ff": gi.n_ff, **gi.provenance},
+                   "tensor_types": gi.tensor_types, "n_ff": gi.n_ff, "synthetic_preset": gi.synthetic_preset or None,
+                   **gi.provenance},
         )
 
     def _new_context(self, case: Case, cb_eval=None, n_ctx: int = 0):

@@ -34,7 +34,8 @@ def run(
     target_ci: Optional[str] = typer.Option(None, "--target-ci", help=AUTO_HELP["--target-ci"]),
     max_reps: Optional[int] = typer.Option(None, "--max-reps", help=AUTO_HELP["--max-reps"]),
     max_time: Optional[float] = typer.Option(None, "--max-time", help=AUTO_HELP["--max-time"]),
-    processes: Optional[int] = typer.Option(None, "--processes", help="Worker processes per case, the reps split among them and cases interleaved (between-process spread; default 1)."),
+    processes: Optional[int] = typer.Option(None, "--processes", help="Worker processes per case, the reps split among them and cases interleaved (between-process spread; default 1; under -r auto the least number)."),
+    max_processes: Optional[int] = typer.Option(None, "--max-processes", help=AUTO_HELP["--max-processes"]),
     threads: Optional[list[str]] = _s("threads", "-t", "--threads"),
     ctx: Optional[list[str]] = _s("ctx", "--ctx"),
     batch: Optional[list[str]] = _s("batch", "-b", "--batch"),
@@ -73,6 +74,7 @@ def run(
         raise typer.Exit(_present_run(session.resume(resume, out, store_target=store), report=not no_report))
     options = dict(
         models=[m for arg in (model or []) for m in arg.split(",")] or None, quants=quant, backends=backend, reps=reps, target_ci=target_ci, max_reps=max_reps, max_time=max_time, processes=processes,
+        max_processes=max_processes,
         n_prompt=n_prompt, n_gen=n_gen, pg=pg, depth=depth, threads=threads, ctx=ctx, batch=batch, ubatch=ubatch,
         n_gpu_layers=n_gpu_layers, flash_attn=flash_attn, cache_type_k=cache_type_k, cache_type_v=cache_type_v, ep=ep,
         graph_opt=graph_opt, profile=profile, device=device, timeout=timeout, cooldown=cooldown, cooldown_temp=cooldown_temp,

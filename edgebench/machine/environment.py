@@ -238,3 +238,43 @@ def measure_memory_bandwidth(n_bytes: int | None = None, repeats: int = 5) -> tu
         np.copyto(dst, src)
         best = min(best, time.perf_counter() - t0)
     return 2 * src.nbytes / best / 1e9, ""
+
+
+def boot_id() -> str | None:
+    """This boot of the machine (Linux /proc/sys/kernel/random/boot_id); None elsewhere."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def memory_bandwidth_this_boot(cache_file, measure=measure_memory_bandwidth) -> tuple[float | None, str, str]:
+    """measure_memory_bandwidth once per boot: the figure is kept in ``cache_file`` (JSON, keyed by
+    the boot id) and reused by later runs of the same boot, so a short run does not pay a second of
+    copying for a number that cannot have changed. Returns (GB/s, why not measured, when it was
+    measured: "now" or the ISO time of the earlier measurement). Without a boot id (not Linux) it
+    measures every time. A cache that cannot be read or written is ignored."""
+    import json
+    import time
+    from pathlib import Path
+
+    path, boot = Path(cache_file), boot_id()
+    if boot:
+        try:
+            got = json.loads(path.read_text())
+            if got.get("boot_id") == boot and isinstance(got.get("gbs"), (int, float)):
+                return float(got["gbs"]), "", str(got.get("measured_at") or "earlier this boot")
+        except (OSError, ValueError, AttributeError):
+            pass
+    gbs, why = measure()
+    if boot and gbs is not None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"boot_id": boot, "gbs": gbs, "measured_at": stamp}))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return gbs, why, "now"

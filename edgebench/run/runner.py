@@ -24,7 +24,7 @@ from edgebench.models.cache import file_sha256
 from edgebench.records import Case, Sample
 from edgebench.run import protocol as msg
 from edgebench.run.plan import ModelRef
-from edgebench.run.processes import merge, process_reps
+from edgebench.run.processes import ProcessLoop, close, merge, upcoming
 from edgebench.store.database import Store
 
 Ready = Callable[[Case], str | None]
@@ -33,6 +33,7 @@ Ready = Callable[[Case], str | None]
 class Events(Protocol):
     """What the runner tells its caller (the CLI draws progress bars from these)."""
 
+    def schedule(self, slots: list[int]) -> None: ...  # the worker slots known to come (it may grow)
     def case_start(self, i: int, n: int, case: Case) -> None: ...
     def progress(self, i: int, progress: msg.Progress) -> None: ...
     def case_measured(self, i: int, case: Case, status: str, spent: dict[str, float]) -> None: ...
@@ -40,6 +41,7 @@ class Events(Protocol):
 
 
 class NullEvents:
+    def schedule(self, slots): ...
     def case_start(self, i, n, case): ...
     def progress(self, i, progress): ...
     def case_measured(self, i, case, status, spent): ...
@@ -304,18 +306,21 @@ def run_cases(store: Store, run_id: str, planned: list[tuple[ModelRef, Case]], r
               between: Callable[[], None] | None = None,
               precheck: Callable[[Case], str | None] | None = None,
               saved: Callable[[int, Case, list[Sample]], None] | None = None,
-              processes: int = 1, overhead: list[dict[str, Any]] | None = None) -> dict[str, int]:
+              processes: int = 1, overhead: list[dict[str, Any]] | None = None,
+              max_processes: int = 0) -> dict[str, int]:
     """Run every planned case not already done (by Case.key()); returns counts by status.
     ``precheck`` returns a reason not to start a case (e.g. it cannot fit the device); such a case
     is stored as skipped. ``between`` (a cooldown) runs before every worker but the first.
     ``saved(case_id, case, samples)`` runs after each case is in the store (the run folder's update).
 
     ``processes`` N > 1 (pyperf's answer to between-process variance): each case runs in N worker
-    processes of process_reps() reps, interleaved (case 1 process 1, case 2 process 1, ..., case 1
-    process 2, ...), and is stored once, as one case, after its last process. Events then count
-    worker slots (slot = k * len(planned) + i). A case whose process fails is stored with what it
-    had, as failed, and runs no more processes. Quality passes and intrusive profilers run in the
-    first process only.
+    processes, interleaved in rounds (case 1 process 1, case 2 process 1, ..., case 1 process 2, ...),
+    and is stored once, as one case, after its last process (run/processes.py: fixed -r splits the
+    reps; under -r auto a case whose interval over processes is not within its target gets one more
+    process a round, up to ``max_processes``, 0: the default). Events count worker slots (slot =
+    k * len(planned) + i; ``events.schedule`` gets the slots known to come, which grow when a case
+    asks for another process). A case whose process fails is stored with what it had, as failed,
+    and runs no more processes. Quality passes and intrusive profilers run in the first process only.
 
     ``overhead`` receives one dict per worker slot: seconds the harness spent outside the timed reps
     (the parent's and the worker's parts), the timed seconds and the slot's wall seconds."""
@@ -324,60 +329,62 @@ def run_cases(store: Store, run_id: str, planned: list[tuple[ModelRef, Case]], r
     acc: dict[int, CaseResult] = {}
     finished: set[int] = set()
     cases = [c for _, c in planned]
+    loops = [ProcessLoop.of(c, processes, max_processes) for c in cases]
     sha: dict[int, str] = {}
-    for slot in range(n * processes):
-        k, i = divmod(slot, n)
-        case = cases[i]
-        if i in finished:
-            continue
-        t0, started = time.monotonic(), time.time()
-        part = case
-        if processes > 1 and case.speed:
-            part = replace(case, reps=process_reps(case.reps, processes))
-            if k:
-                part = replace(part, quality=False, profile=())
-        events.case_start(slot, n * processes, part)
-        if case.key() in done_keys:
-            counts["skipped"] += 1
-            finished.add(i)
-            events.case_end(slot, "skipped", "already measured (resume)")
-            continue
-        ready = _Ready(precheck, between if slot > 0 else None, sha.get(i, ""))
+    runs, k = 0, 0  # worker slots run so far; the round (process number) in flight
+    while todo := [i for i in range(n) if i not in finished and loops[i].will_run(k)]:
+        for i in todo:
+            slot, case, loop = k * n + i, cases[i], loops[i]
+            t0, started = time.monotonic(), time.time()
+            part = loop.part(case, k)
+            rest = upcoming(loops, finished, slot)
+            events.schedule(rest)
+            events.case_start(slot, runs + 1 + len(rest), part)
+            runs += 1
+            if case.key() in done_keys:
+                counts["skipped"] += 1
+                finished.add(i)
+                events.case_end(slot, "skipped", "already measured (resume)")
+                continue
+            ready = _Ready(precheck, between if slot > 0 else None, sha.get(i, ""))
 
-        def on_msg(m: msg.Message, slot: int = slot) -> None:
-            if isinstance(m, msg.Progress):
-                events.progress(slot, m)
+            def on_msg(m: msg.Message, slot: int = slot) -> None:
+                if isinstance(m, msg.Progress):
+                    events.progress(slot, m)
 
-        log = f"case-{i:03d}.log" if processes == 1 else f"case-{i:03d}-p{k}.log"
-        res = run_worker(part, run_dir / "logs" / log, on_msg, ready)
-        if ready.unreadable:
-            res.status = "failed"
-        if res.model:  # a preset or requantized case is stored with the file it was built into
-            cases[i] = case = replace(case, model=res.model)
-        sha[i] = ready.sha256 or sha.get(i, "")
-        spent = res.overhead | ready.spent | dict(res.info.get("overhead") or {})
-        res.info["overhead"] = spent
-        if processes > 1 and case.speed:
-            res = acc[i] = merge(acc.get(i), res, k)
-            last = k == processes - 1 or res.status != "ok"
-        else:
+            log = f"case-{i:03d}.log" if processes == 1 else f"case-{i:03d}-p{k}.log"
+            res = run_worker(part, run_dir / "logs" / log, on_msg, ready)
+            if ready.unreadable:
+                res.status = "failed"
+            if res.model:  # a preset or requantized case is stored with the file it was built into
+                cases[i] = case = replace(case, model=res.model)
+            sha[i] = ready.sha256 or sha.get(i, "")
+            spent = res.overhead | ready.spent | dict(res.info.get("overhead") or {})
+            res.info["overhead"] = spent
             last = True
-        if last:
-            finished.add(i)
-            if sha[i]:
-                res.info.setdefault("model", {})["model_sha256"] = sha[i]
-            # The measured case is saved before anything else that could fail (the run folder, printing).
-            t = time.monotonic()
-            with_retry(store.save_case, run_id, i, case, res.status, res.error, res.info, res.samples, started, time.time())
-            spent["store_s"] = time.monotonic() - t
-            counts[res.status] = counts.get(res.status, 0) + 1
-            if saved is not None:
+            if loop.split:
+                res = acc[i] = merge(acc.get(i), res, k)
+                last = loop.finished(res, spent.get("timed_s", 0.0) + spent.get("reps_untimed_s", 0.0),
+                                     case.n_prompt, case.n_gen)
+            if last:
+                finished.add(i)
+                close(res, loop)
+                if sha[i]:
+                    res.info.setdefault("model", {})["model_sha256"] = sha[i]
+                # The measured case is saved before anything else that could fail (the run folder, printing).
                 t = time.monotonic()
-                saved(i, case, res.samples)
-                spent["folder_s"] = time.monotonic() - t
-        spent["wall_s"] = time.monotonic() - t0
-        if overhead is not None:
-            overhead.append({"case_id": i, "process": k} | spent)
-        events.case_measured(slot, part, res.status, spent)
-        events.case_end(slot, res.status, res.error)
+                with_retry(store.save_case, run_id, i, case, res.status, res.error, res.info, res.samples, started, time.time())
+                spent["store_s"] = time.monotonic() - t
+                counts[res.status] = counts.get(res.status, 0) + 1
+                if saved is not None:
+                    t = time.monotonic()
+                    saved(i, case, res.samples)
+                    spent["folder_s"] = time.monotonic() - t
+            spent["wall_s"] = time.monotonic() - t0
+            if overhead is not None:
+                overhead.append({"case_id": i, "process": k} | spent)
+            events.schedule(upcoming(loops, finished, slot))  # another process asked for: the bar grows
+            events.case_measured(slot, part, res.status, spent)
+            events.case_end(slot, res.status, res.error)
+        k += 1
     return counts

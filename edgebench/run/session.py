@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from edgebench.analysis.summary import export_run
 from edgebench.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, InputError
-from edgebench.machine.environment import collect_environment, fair_run_warnings, measure_memory_bandwidth, physical_cores
+from edgebench.machine.environment import collect_environment, fair_run_warnings, memory_bandwidth_this_boot, physical_cores
+from edgebench.models import cache
 from edgebench.records import Case, case_label
 from edgebench.run import plan as planmod
 from edgebench.run import protocol, runner
 from edgebench.run import spec as specmod
 from edgebench.run.eta import Eta, case_work, format_left
+from edgebench.run.processes import ProcessLoop
 from edgebench.run.protocol import clip
 from edgebench.store import liveness, run_ids
 from edgebench.store.bundle import append_samples_csv, start_samples_csv, write_run_json
@@ -34,27 +36,42 @@ _PROGRESS_LABEL = ("n_threads", "n_prompt", "n_gen", "depth")
 
 class ProgressEvents:
     """Draws the sweep's progress: one bar over cases (worker slots under --processes), one over the
-    reps of the case in flight, and the time left weighted by each case's work (run/eta.py)."""
+    reps of the case in flight, and the time left weighted by each case's work (run/eta.py).
+
+    The slots still to come are the runner's (``schedule``; until it says, every case's N processes
+    in order). Under -r auto with --processes N a case may ask for more than N processes, one a
+    round: the bar's total then grows, and the time left counts only the slots already known."""
 
     def __init__(self, progress: Progress, cases: list[Case] = (), processes: int = 1):
         self.p = progress
         self.cases = progress.add_task("cases", total=None, left=format_left(None))
         self.reps = progress.add_task("", total=None, visible=False, left="")
         self.n_cases, self.processes = max(len(cases), 1), processes
-        per = [replace(c, reps=runner.process_reps(c.reps, processes)) if processes > 1 and c.speed else c for c in cases]
-        self.work = [case_work(c) for _ in range(processes) for c in per]  # by worker slot
-        self.eta, self.slot, self.frac = Eta(), 0, 0.0
+        self.per = [ProcessLoop.of(c, processes).part(c, 0) for c in cases]  # what one process of each runs
+        self.pending = list(range(len(cases) * processes))  # worker slots to come (schedule)
+        self.eta, self.slot, self.frac, self.done, self.in_flight = Eta(), 0, 0.0, 0, False
+
+    def _work(self, slot: int):
+        return case_work(self.per[slot % self.n_cases]) if self.per else None
 
     def _left(self) -> None:
-        left = self.eta.left(self.work[self.slot + 1:], self.work[self.slot] if self.work else None, self.frac)
+        rest = [self._work(s) for s in self.pending if s != self.slot or not self.in_flight]
+        left = self.eta.left(rest, self._work(self.slot) if self.in_flight else None, self.frac)
         self.p.update(self.cases, left=format_left(left))
+
+    def schedule(self, slots: list[int]) -> None:
+        self.pending = list(slots)
+        self.p.update(self.cases, total=self.done + self.in_flight + len(self.pending))
 
     def case_start(self, i: int, n: int, case: Case) -> None:
         name = Path(case.model).name if case.model else f"{case.preset} {case.quant_request}"
-        self.slot, self.frac = i, 0.0
+        self.slot, self.frac, self.in_flight = i, 0.0, True
+        self.pending = [s for s in self.pending if s != i]
         k, c = divmod(i, self.n_cases)
-        which = f"case {c + 1}/{self.n_cases}" + (f" process {k + 1}/{self.processes}" if self.processes > 1 else "")
-        self.p.update(self.cases, total=n, completed=i, description=f"{which} {escape(name)}")
+        which = f"case {c + 1}/{self.n_cases}"
+        if self.processes > 1:
+            which += f" process {k + 1}/{self.processes}" if k < self.processes else f" process {k + 1} (-r auto: more)"
+        self.p.update(self.cases, total=n, completed=self.done, description=f"{which} {escape(name)}")
         self._left()
         self.p.reset(self.reps, total=case.reps, completed=0, visible=True,
                      description=f"  {escape(case_label(case.to_dict(), _PROGRESS_LABEL))}: loading")
@@ -72,13 +89,13 @@ class ProgressEvents:
             self.p.update(self.reps, total=reps, completed=rep, description=f"  {label} {min(rep + 1, reps)}/{reps}")
 
     def case_measured(self, i: int, case: Case, status: str, spent: dict[str, float]) -> None:
-        if status == "ok" and i < len(self.work):  # failed and skipped cases say little about the rest
-            self.eta.finished(self.work[i], spent.get("wall_s", 0.0))
+        if status == "ok" and self.per:  # failed and skipped cases say little about the rest
+            self.eta.finished(self._work(i), spent.get("wall_s", 0.0))
 
     def case_end(self, i: int, status: str, error: str) -> None:
-        self.p.update(self.cases, completed=i + 1)
-        self.slot, self.frac = i + 1, 0.0
-        if i + 1 < len(self.work):
+        self.done, self.in_flight, self.frac = self.done + 1, False, 0.0
+        self.p.update(self.cases, completed=self.done)
+        if self.pending:
             self._left()
         if status == "failed":
             self.p.console.print(f"[red]case {i + 1} failed:[/red] {escape(clip(error))}")
@@ -86,9 +103,25 @@ class ProgressEvents:
             self.p.console.print(f"[yellow]case {i + 1} skipped:[/yellow] {escape(clip(error))}")
 
 
+class _EventProgress(Progress):
+    """Progress redrawn on the sweep's events (a case starts, a rep starts, a case ends), never on a
+    timer: rich's default redraws 10 times a second from a thread of its own, and on a 2-core board
+    each redraw preempts a compute thread of the worker that the others then wait for at ggml's
+    barriers. The elapsed time therefore moves once per event, not continuously."""
+
+    def update(self, task_id, **kwargs) -> None:
+        super().update(task_id, **kwargs)
+        self.refresh()
+
+    def reset(self, task_id, **kwargs) -> None:
+        super().reset(task_id, **kwargs)
+        self.refresh()
+
+
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("{task.fields[left]}"), console=console, transient=False)
+    return _EventProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), TextColumn("{task.fields[left]}"), console=console,
+                          transient=False, auto_refresh=False)
 
 
 def check_writable(out: Path) -> None:
@@ -180,9 +213,10 @@ def start(options: dict[str, Any], config: Path | None, out: Path, store_target:
     run_id = run_ids.new()
     env = collect_environment() | device_env | {liveness.OWNER_KEY: liveness.owner()}
     env["fair_run_warnings"] = fair_run_warnings(profile, env)
-    if not profile.mem_bandwidth_gbs:  # no spec figure: measure one for the roofline (~1 s)
-        gbs, why = measure_memory_bandwidth()
+    if not profile.mem_bandwidth_gbs:  # no spec figure: measure one for the roofline (~1 s, once a boot)
+        gbs, why, when = memory_bandwidth_this_boot(cache.home() / "mem-bandwidth.json")
         env["measured_mem_bandwidth_gbs"] = None if gbs is None else round(gbs, 2)
+        env["mem_bandwidth_measured"] = when
         if why:
             env["mem_bandwidth_unmeasured"] = why
     runner.with_retry(store.create_run, run_id, device, spec.to_dict(), env)
@@ -295,7 +329,8 @@ def _execute(store: Store, run_id: str, spec: specmod.RunSpec, planned: list, ou
             events = ProgressEvents(p, [c for _, c in planned], spec.processes)
             counts = runner.run_cases(store, run_id, planned, run_dir, events, done, _between(spec),
                                       _fit_check(store.get_run(run_id).env.get("device_memory_bytes")),
-                                      saved=folder.saved, processes=spec.processes, overhead=slots)
+                                      saved=folder.saved, processes=spec.processes, overhead=slots,
+                                      max_processes=spec.max_processes)
         status = "complete" if counts.get("failed", 0) == 0 else "partial"
         code = EXIT_OK if status == "complete" else EXIT_FAILED
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.errors import InputError
+from edgebench.run.processes import MAX_PROCESSES_FACTOR
 
 # llama-bench's defaults, so numbers are comparable; QUICK is the built-in default job.
 LLAMA_BENCH_DEFAULTS = dict(n_prompt=[512], n_gen=[128], depth=[0], reps=5)
@@ -28,13 +29,17 @@ SWEEP_PARAMS: dict[str, tuple[str, type]] = {
     "cache_type_v": ("cache_type_v", str), "ep": ("ep", str), "graph_opt": ("graph_opt", str),
 }
 SCALAR_PARAMS: dict[str, type] = {"reps": int, "timeout": float, "warmup": bool, "target_ci": str, "max_reps": int,
-                                   "max_time": float, "processes": int}
+                                   "max_time": float, "processes": int, "max_processes": int}
 AUTO_REPS_DEFAULTS = dict(target_ci=0.02, max_reps=20)  # -r auto: a 2% interval, at most 20 reps
 REPS_HELP = ("Timed repetitions (default 5), or 'auto': repeat until the 95% confidence interval of each "
              "throughput is within --target-ci.")
 AUTO_HELP = {"--target-ci": "-r auto: the 95% CI half-width to reach, e.g. 2% (default) or 0.02.",
              "--max-reps": "-r auto: at most this many reps (default 20).",
-             "--max-time": "-r auto: stop a case's reps after this many seconds (default: no limit)."}
+             "--max-time": "-r auto: stop a case's reps after this many seconds (default: no limit; with "
+                           "--processes, over all its processes).",
+             "--max-processes": "-r auto with --processes N: at most this many worker processes per case, "
+                                "added while the interval over processes is wider than --target-ci "
+                                f"(default {MAX_PROCESSES_FACTOR} N)."}
 PG_HELP = ("llama-bench's -pg P,N: a prompt of P tokens, then N decode steps right after it (TTFT and the "
            "decode speed a chat sees). Repeatable.")
 LIST_PARAMS = ("models", "quants", "backends", "profile")
@@ -78,6 +83,7 @@ class RunSpec:
     target_ci: float = 0.0  # -r auto: the relative 95% CI half-width to reach; 0: fixed reps
     max_time: float = 0.0  # -r auto: seconds of reps per case at most; 0: no limit
     processes: int = 1  # worker processes per case, the reps split among them (run/processes.py)
+    max_processes: int = 0  # -r auto with processes >= 2: the most a case may get; 0: 4 x processes
     warmup: bool = True
     timeout: float = 900.0
     profile: tuple[str, ...] = ()
@@ -226,8 +232,9 @@ def build_spec(options: dict[str, Any], config: dict[str, Any] | None = None) ->
         raise InputError(f"--processes must be a whole number, got {merged.get('processes')!r}") from None
     if processes < 1:
         raise InputError(f"--processes must be >= 1, got {processes}")
+    max_processes = _max_processes(merged.get("max_processes"), processes, target_ci)
     return RunSpec(
-        processes=processes,
+        processes=processes, max_processes=max_processes,
         **_quality_options(merged),
         models=models or (DEFAULT_PRESET,), quants=parse_list(merged.get("quants"), str, "quant"),
         backends=parse_list(merged.get("backends"), str, "backend") or ("llama-cpp",),
@@ -266,6 +273,24 @@ def _reps_options(merged: dict[str, Any], default: int) -> tuple[int, float, flo
     if max_time < 0:
         raise InputError(f"--max-time must be >= 0, got {max_time}")
     return max_reps, target, max_time
+
+
+def _max_processes(given: Any, processes: int, target_ci: float) -> int:
+    """--max-processes (0: the default, run/processes.py): only with -r auto and --processes 2 or
+    more (fixed -r N runs exactly N processes), and not below --processes."""
+    if given is None:
+        return 0
+    try:
+        n = int(given)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"--max-processes must be a whole number, got {given!r}") from None
+    if not target_ci:
+        raise InputError("--max-processes needs -r auto (fixed -r N runs exactly --processes processes)")
+    if processes < 2:
+        raise InputError("--max-processes needs --processes 2 or more (an interval over processes needs two)")
+    if n < processes:
+        raise InputError(f"--max-processes must be >= --processes ({processes}), got {n}")
+    return n
 
 
 def _quality_options(merged: dict[str, Any]) -> dict[str, Any]:
