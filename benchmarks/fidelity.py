@@ -5,6 +5,8 @@
     python3 benchmarks/fidelity.py --auto [--target-ci 2%] [--rounds 2]
     python3 benchmarks/fidelity.py --model a.gguf --model b.gguf
     python3 benchmarks/fidelity.py --flags "-fa 1 -d 256"
+    python3 benchmarks/fidelity.py --self [--levels F16,Q4_K_M]
+    python3 benchmarks/fidelity.py --bare | --harness [--levels F16]
     python3 benchmarks/fidelity.py --internal [-p 128 -n 32]
 
 Default: `edgebench run` and llama.cpp's llama-bench (built from the sdist of the installed
@@ -20,6 +22,13 @@ against `llama-bench -m A -m B ...`): the wall-time ratio of issue 17 part 2 (ta
 
 --auto: `edgebench run -r auto --target-ci 2%` against `edgebench run -r 5` on the ladder, interleaved:
 the wall-time ratio (target <= 0.7 on a quiet machine) and how many cases reached the target.
+
+--bare: the worker's timed loop alone (worker._measure_rep in a fresh process with no parent, no
+profilers, no protocol) in place of `edgebench run`; --harness: `edgebench run` against that bare
+loop. Together they say whether a gap to llama-bench is in the timed loop or in the harness around it.
+
+--self: llama-bench against llama-bench, the same way (an A/A test): the spread of a ratio when
+nothing differs, i.e. what this machine lets the default mode resolve.
 
 All edgebench runs of one invocation share one --out folder (a user's reports/ store), so only the
 first creates the store.
@@ -59,8 +68,16 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--ladder", action="store_true", help="all levels in one command each: the wall-time ratio")
     ap.add_argument("--auto", action="store_true", help="-r auto against -r N (both edgebench)")
     ap.add_argument("--target-ci", default="2%", help="--auto: the target (as edgebench run --target-ci takes it)")
+    ap.add_argument("--self", dest="self_check", action="store_true",
+                    help="llama-bench against llama-bench (A/A): the noise floor of the ratios on this machine")
+    ap.add_argument("--bare", action="store_true",
+                    help="the worker's timed loop alone (no parent, no profilers) in place of `edgebench run`")
+    ap.add_argument("--harness", action="store_true", help="`edgebench run` against the bare loop (no llama-bench)")
+    ap.add_argument("--bare-child", help=argparse.SUPPRESS)  # one bare process: prints {model: {pp, tg}}
     ap.add_argument("--internal", action="store_true", help="edgebench's timer vs llama.cpp's internal counters")
     a = ap.parse_args()
+    if a.bare_child:
+        return a
     if not a.threads:
         from edgebench.machine.environment import physical_cores
 
@@ -108,6 +125,42 @@ def _edgebench(models: list[str], a, out: Path, reps: str | None = None, extra: 
     return got, wall
 
 
+def _bare(models: list[str], a) -> tuple[dict[str, dict[str, float]], float]:
+    """The worker's timed loop alone, one fresh process per model, as llama-bench's avg_ts counts."""
+    t0, got = time.perf_counter(), {}
+    for m in models:
+        base = ["-p", str(a.n_prompt), "-n", str(a.n_gen), "-r", str(a.reps), "-t", str(a.threads)]
+        out = subprocess.run([sys.executable, __file__, "--bare-child", m, *base], capture_output=True,
+                             text=True, check=True).stdout
+        got[m] = json.loads(out.strip().splitlines()[-1])
+    return got, time.perf_counter() - t0
+
+
+def bare_child(a) -> None:
+    """`_measure_rep` as the worker runs it (one untimed warmup rep, then -r reps of pp then tg from
+    the depth), with no profiler, parent or protocol around it; prints {"pp": tok/s, "tg": tok/s}
+    (means over reps of n / time, as llama-bench's avg_ts)."""
+    from edgebench.backends.llama_cpp import LlamaCppBackend
+    from edgebench.records import Case
+    from edgebench.run.worker import _measure_rep
+
+    case = Case(backend="llama-cpp", model=a.bare_child, n_prompt=a.n_prompt, n_gen=a.n_gen, reps=a.reps,
+                n_threads=a.threads, test="split")
+    be = LlamaCppBackend()
+    info = be.load(case)
+    rng = np.random.default_rng(0)
+    _measure_rep(be, case, rng, info.n_vocab, [], -1)
+    pp, tg = [], []
+    for _ in range(a.reps):
+        pre, steps = _measure_rep(be, case, rng, info.n_vocab, [], 0)
+        if pre:
+            pp.append(a.n_prompt / (pre / 1e9))
+        if steps:
+            tg.append(a.n_gen / (sum(steps) / 1e9))
+    be.close()
+    print(json.dumps({"pp": float(np.mean(pp)) if pp else None, "tg": float(np.mean(tg)) if tg else None}))
+
+
 def _match(row: dict, models: list[str]) -> str:
     """The model file of a summary row: the one whose level is the row's quant."""
     (m,) = [m for m in models if Path(m).stem.endswith("-" + str(row["quant"]))] or [models[0]]
@@ -133,7 +186,10 @@ def against_llama_bench(a, out: Path) -> None:
 
     bench = ensure_tool("llama-bench")
     groups = [a.model] if a.ladder else [[m] for m in a.model]
-    print(f"llama-bench {bench}; {' '.join(_flags(a))}; {a.rounds} rounds, order flipped each round, "
+    who = ("A/A: llama-bench against itself; " if a.self_check else "bare loop against edgebench run; "
+           if a.harness else "bare loop against llama-bench; " if a.bare else "")
+    print(f"{who}"
+          f"llama-bench {bench}; {' '.join(_flags(a))}; {a.rounds} rounds, order flipped each round, "
           f"{'the ladder in one command' if a.ladder else 'one level per command'}")
     print(f"{'model':34} {'round':>5} {'pp ours':>9} {'pp llama':>9} {'pp ratio':>8} {'tg ours':>8} {'tg llama':>8} "
           f"{'tg ratio':>8} {'wall ratio':>10}")
@@ -141,12 +197,16 @@ def against_llama_bench(a, out: Path) -> None:
     walls = []
     for rnd in range(a.rounds):
         for i, models in enumerate(groups):
+            ours_cmd = (lambda: _bare(models, a)) if a.bare or a.harness else (lambda: _edgebench(models, a, out))
+            theirs_cmd = ((lambda: _edgebench(models, a, out)) if a.harness else (lambda: _llama_bench(bench, models, a)))
+            if a.self_check:  # the same tool twice: what the ratio does when nothing differs
+                ours_cmd = theirs_cmd
             if (rnd + i) % 2:
-                ours, w_ours = _edgebench(models, a, out)
-                theirs, w_theirs = _llama_bench(bench, models, a)
+                ours, w_ours = ours_cmd()
+                theirs, w_theirs = theirs_cmd()
             else:
-                theirs, w_theirs = _llama_bench(bench, models, a)
-                ours, w_ours = _edgebench(models, a, out)
+                theirs, w_theirs = theirs_cmd()
+                ours, w_ours = ours_cmd()
             walls.append(w_ours / w_theirs)
             for m in models:
                 pp, tg = ours[m]["pp"] / theirs[m]["pp"], ours[m]["tg"] / theirs[m]["tg"]
@@ -230,7 +290,9 @@ def internal(a) -> None:
 
 if __name__ == "__main__":
     args = _args()
-    if args.internal:
+    if args.bare_child:
+        bare_child(args)
+    elif args.internal:
         internal(args)
     else:
         with tempfile.TemporaryDirectory() as tmp:
