@@ -124,3 +124,18 @@ def test_noise_warnings_are_one_line_per_kind():
         "consider more reps or a quieter machine",
         "decode coefficient of variation > 10% in case 2 (20%): the machine was noisy, consider more reps or a quieter machine",
     ]
+
+
+def test_long_paths_stay_on_one_line_in_a_log(tmp_path, capsys):
+    """stderr in a pipe (a CI log): rich would break every line at 80 columns; a path is then not one
+    line to copy or grep. The run's own lines keep whole paths."""
+    model = tmp_path / "m.fake"
+    model.write_text(json.dumps({"prefill_us_per_token": 10, "decode_us": 200}))
+    out = tmp_path / ("a-folder-name-long-enough-to-pass-eighty-columns-" + "x" * 60) / "out"
+    code, _, err = run_cli(capsys, "run", "-m", model, "--backend", "fake", "-p", "8", "-n", "2", "-r", "1",
+                           "--no-report", "-o", out)
+    assert code == 0, err
+    lines = err.splitlines()
+    assert any(l.startswith("run ") and str(out) in l for l in lines), err
+    assert any(l.startswith("stored in ") and str(out / "edgebench.db") in l and "harness overhead" in l
+               for l in lines), err

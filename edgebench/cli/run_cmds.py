@@ -129,7 +129,7 @@ def _present_run(outcome, report: bool) -> int:
     from edgebench.present import tables
     from edgebench.run.protocol import clip
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # one line per message, however long
     tables.print_rows(outcome.rows, "table", title=f"run {outcome.run_id} ({outcome.elapsed_s:.0f} s)")
     for w in cv_warnings(outcome.rows):
         console.print(f"[yellow]warning:[/yellow] {escape(clip(w))}")

@@ -56,7 +56,7 @@ def make_requantized(src: Path, quant: str, out: Path | None, backend: str = "ll
         raise InputError(f"--from builds GGUF levels (llama-cpp) or ONNX levels (onnxruntime); nothing for {backend}")
     levels = list(dict.fromkeys(GGUF_QUANTS.check(q) for q in quant.split(",")))
     from_quant = requant.source_quant(src)  # InputError for anything but a whole GGUF file
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     if requant.is_quantized(from_quant):
         console.print(f"[yellow]note:[/yellow] {requant.requant_note(from_quant)}")
 
@@ -80,7 +80,7 @@ def _make_onnx(src: Path, quant: str, out: Path | None) -> list[str]:
     _, carried = gguf_shape(Path(src).expanduser())  # bad input (file, architecture) before any bar
     from_quant = carried["edgebench.requantized_from"]
     if requant.is_quantized(from_quant):
-        Console(stderr=True).print(f"[yellow]note:[/yellow] {requant.requant_note(from_quant)}")
+        Console(stderr=True, soft_wrap=True).print(f"[yellow]note:[/yellow] {requant.requant_note(from_quant)}")
     return _build_levels(src.name, levels, lambda q, progress: ensure_onnx_from_gguf(src, q, out, progress))
 
 

@@ -28,7 +28,7 @@ from edgebench.store import liveness, run_ids
 from edgebench.store.bundle import append_samples_csv, start_samples_csv, write_run_json
 from edgebench.store.database import Store, store_url
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a long line (a path, an error) stays one line in a log
 
 
 _PROGRESS_LABEL = ("n_threads", "n_prompt", "n_gen", "depth")
