@@ -95,26 +95,52 @@ def _flags(a, reps: str | None = None) -> list[str]:
             *shlex.split(a.flags)]
 
 
+def test_name(n_prompt: int, n_gen: int, depth: int = 0) -> str:
+    """llama-bench's name of a test: pp512, tg128, pp512+tg128, and " @ d256" at a depth."""
+    name = f"pp{n_prompt}+tg{n_gen}" if n_prompt and n_gen else f"pp{n_prompt}" if n_prompt else f"tg{n_gen}"
+    return name + (f" @ d{depth}" if depth else "")
+
+
 def _llama_bench(bench: Path, models: list[str], a) -> tuple[dict[str, dict[str, float]], float]:
-    """{model file: {"pp": tok/s, "tg": tok/s}} from one llama-bench command, and its wall time."""
+    """{model file: {test name: avg t/s}} from one llama-bench command, and its wall time."""
     t0 = time.perf_counter()
     cmd = [str(bench)] + [x for m in models for x in ("-m", m)] + _flags(a) + ["-o", "json"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     wall = time.perf_counter() - t0
     got: dict[str, dict[str, float]] = {}
     for row in json.loads(out):
-        test = "pp" if row["n_prompt"] and not row["n_gen"] else "tg"
-        got.setdefault(row["model_filename"], {})[test] = float(row["avg_ts"])
+        name = test_name(row["n_prompt"], row["n_gen"], row.get("n_depth", 0))
+        got.setdefault(row["model_filename"], {})[name] = float(row["avg_ts"])
     return got, wall
 
 
-def _edgebench(models: list[str], a, out: Path, reps: str | None = None, extra: tuple[str, ...] = ()):
-    """({model file: {"pp", "tg", "reps", "ci_pct", "stop"}}, wall time) of one `edgebench run`."""
+def _edgebench(models: list[str], a, out: Path) -> tuple[dict[str, dict[str, float]], float]:
+    """{model file: {test name: t/s}} as `edgebench show --format llama-bench` prints them (the very
+    figures a user pastes next to llama-bench's), and the wall time of the `edgebench run`."""
+    wall = _edgebench_run(models, a, out)
+    shown = subprocess.run([*EDGEBENCH, "show", "latest", "--format", "llama-bench", "-o", str(out)],
+                           capture_output=True, text=True, check=True).stdout
+    lines = [l for l in shown.splitlines() if l.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    got: dict[str, dict[str, float]] = {}
+    for line in lines[2:]:
+        row = dict(zip(head, (c.strip() for c in line.strip("|").split("|"))))
+        model = _match({"quant": row["model"].split()[-1]}, models)
+        got.setdefault(model, {})[row["test"]] = float(row["t/s"].split()[0])
+    return got, wall
+
+
+def _edgebench_run(models: list[str], a, out: Path, reps: str | None = None, extra: tuple[str, ...] = ()) -> float:
     t0 = time.perf_counter()
     cmd = [*EDGEBENCH, "run"] + [x for m in models for x in ("-m", m)] + _flags(a, reps) + [
         "-o", str(out), "--no-report", *extra]
     subprocess.run(cmd, capture_output=True, check=True)
-    wall = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def _edgebench_rows(models: list[str], a, out: Path, reps: str | None = None, extra: tuple[str, ...] = ()):
+    """({model file: {"pp", "tg", "reps", "ci_pct", "stop"}}, wall time) of one `edgebench run`."""
+    wall = _edgebench_run(models, a, out, reps, extra)
     shown = subprocess.run([*EDGEBENCH, "show", "latest", "--format", "json", "-o", str(out)],
                            capture_output=True, text=True, check=True).stdout
     got = {}
@@ -132,7 +158,8 @@ def _bare(models: list[str], a) -> tuple[dict[str, dict[str, float]], float]:
         base = ["-p", str(a.n_prompt), "-n", str(a.n_gen), "-r", str(a.reps), "-t", str(a.threads)]
         out = subprocess.run([sys.executable, __file__, "--bare-child", m, *base], capture_output=True,
                              text=True, check=True).stdout
-        got[m] = json.loads(out.strip().splitlines()[-1])
+        fig = json.loads(out.strip().splitlines()[-1])
+        got[m] = {test_name(a.n_prompt, 0): fig["pp"], test_name(0, a.n_gen): fig["tg"]}
     return got, time.perf_counter() - t0
 
 
@@ -191,9 +218,8 @@ def against_llama_bench(a, out: Path) -> None:
     print(f"{who}"
           f"llama-bench {bench}; {' '.join(_flags(a))}; {a.rounds} rounds, order flipped each round, "
           f"{'the ladder in one command' if a.ladder else 'one level per command'}")
-    print(f"{'model':34} {'round':>5} {'pp ours':>9} {'pp llama':>9} {'pp ratio':>8} {'tg ours':>8} {'tg llama':>8} "
-          f"{'tg ratio':>8} {'wall ratio':>10}")
-    ratios: dict[str, dict[str, list[float]]] = {}
+    print(f"{'model':34} {'round':>5} {'test':>18} {'ours':>9} {'llama':>9} {'ratio':>7} {'wall ratio':>10}")
+    ratios: dict[tuple[str, str], list[float]] = {}
     walls = []
     for rnd in range(a.rounds):
         for i, models in enumerate(groups):
@@ -209,18 +235,21 @@ def against_llama_bench(a, out: Path) -> None:
                 ours, w_ours = ours_cmd()
             walls.append(w_ours / w_theirs)
             for m in models:
-                pp, tg = ours[m]["pp"] / theirs[m]["pp"], ours[m]["tg"] / theirs[m]["tg"]
-                r = ratios.setdefault(m, {"pp": [], "tg": []})
-                r["pp"].append(pp)
-                r["tg"].append(tg)
-                wall = f"{w_ours / w_theirs:10.3f}" if m == models[-1] else ""
-                print(f"{Path(m).name[:34]:34} {rnd:>5} {ours[m]['pp']:9.1f} {theirs[m]['pp']:9.1f} {pp:8.3f} "
-                      f"{ours[m]['tg']:8.1f} {theirs[m]['tg']:8.1f} {tg:8.3f} {wall}", flush=True)
+                tests = [t for t in theirs.get(m, {}) if t in ours.get(m, {})]
+                missing = sorted(set(theirs.get(m, {})) ^ set(ours.get(m, {})))
+                if missing:
+                    print(f"  {Path(m).name}: tests only one tool printed: {', '.join(missing)}")
+                for t in tests:
+                    ratio = ours[m][t] / theirs[m][t]
+                    ratios.setdefault((m, t), []).append(ratio)
+                    wall = f"{w_ours / w_theirs:10.3f}" if m == models[-1] and t == tests[-1] else ""
+                    print(f"{Path(m).name[:34]:34} {rnd:>5} {t:>18} {ours[m][t]:9.1f} {theirs[m][t]:9.1f} "
+                          f"{ratio:7.3f} {wall}", flush=True)
             if a.ladder:
-                print(f"  round {rnd}: edgebench {w_ours:.1f} s, llama-bench {w_theirs:.1f} s", flush=True)
+                print(f"  round {rnd}: ours {w_ours:.1f} s, theirs {w_theirs:.1f} s", flush=True)
     print("mean ratio over the rounds, with its 95% interval (t over rounds):")
-    for m, r in ratios.items():
-        print(f"  {Path(m).name[:34]:34} pp {_ci(r['pp'])}   tg {_ci(r['tg'])}")
+    for (m, t), r in ratios.items():
+        print(f"  {Path(m).name[:34]:34} {t:>18} {_ci(r)}")
     print(f"  wall ratio {_ci(walls)} (n={len(walls)})")
 
 
@@ -234,7 +263,7 @@ def auto_against_fixed(a, out: Path) -> None:
             runs.reverse()
         got = {}
         for kind, extra in runs:
-            got[kind] = _edgebench(a.model, a, out, "auto" if kind == "auto" else None, extra)
+            got[kind] = _edgebench_rows(a.model, a, out, "auto" if kind == "auto" else None, extra)
         (auto, w_auto), (fixed, w_fixed) = got["auto"], got["fixed"]
         walls.append(w_auto / w_fixed)
         reached = sum(1 for v in auto.values() if v["stop"] == "target")
