@@ -291,3 +291,24 @@ def test_generation_only_and_prompt_only(tmp_path, capsys):
                                 "--no-report")
     assert "prefill_ns" in metrics and "decode_step_ns" not in metrics
     assert pre["prefill_tok_s"] > 0 and pre["decode_tok_s"] is None and pre["tpot_ms_p50"] is None
+
+
+def test_settings_llama_cpp_refuses_start_no_worker(tmp_path, capsys, tiny_gguf):
+    """A quantized V cache without flash attention: llama.cpp refuses the context. Alone it is bad
+    input (exit 2, one line, nothing stored); in a sweep that case is skipped with the reason before
+    any worker starts, and the rest runs."""
+    out = tmp_path / "out"
+    m = tiny_gguf["Q4_K_M"]
+    code, _, err = run_cli(capsys, "run", "-m", m, "-p", "8", "-n", "2", "-r", "1", "-ctv", "q8_0", "-fa", "off",
+                           "-o", out, "--no-report")
+    assert code == 2 and err.count("\n") == 1 and "quantized V cache" in err and "Traceback" not in err, err
+    assert not (out / "edgebench.db").exists()
+    code, _, err = run_cli(capsys, "run", "-m", m, "-p", "8", "-n", "2", "-r", "1", "-ctv", "q8_0", "-fa", "off,on",
+                           "-o", out, "--no-report")
+    assert code == 0, err
+    code, js, _ = run_cli(capsys, "show", "latest", "--format", "json", "-o", out)
+    rows = {r["flash_attn"]: r for r in json.loads(js)}
+    assert rows["off"]["status"] == "skipped" and "quantized V cache" in rows["off"]["error"]
+    assert rows["on"]["status"] == "ok"
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    assert sorted(p.name for p in (run_dir / "logs").iterdir()) == ["case-001.log"]  # no worker for case 0

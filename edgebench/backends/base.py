@@ -106,6 +106,12 @@ class Backend(ABC):
         return cls.quants.canonical(quant) if cls.quants else None
 
     @classmethod
+    def refusal(cls, case: Case) -> str | None:
+        """Why the runtime would refuse ``case``'s settings outright, known without loading anything
+        (the runner then stores the case as skipped and starts no worker); None when it may run."""
+        return None
+
+    @classmethod
     def build_synthetic(cls, preset: str, quant: str, progress=None) -> str:
         """Build (or reuse from the cache) a synthetic model file; returns its path. Blocks."""
         raise NotImplementedError(f"{cls.name} cannot build synthetic models")

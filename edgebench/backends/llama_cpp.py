@@ -19,6 +19,7 @@ from edgebench.errors import InputError
 from edgebench.models.quant_levels import GGUF_QUANTS, QuantLevels
 from edgebench.records import Case, pad_ctx
 
+UNQUANTIZED_CACHE_TYPES = ("f32", "f16", "bf16")
 _FLASH_ATTN = {"auto": "LLAMA_FLASH_ATTN_TYPE_AUTO", "on": "LLAMA_FLASH_ATTN_TYPE_ENABLED", "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED"}
 
 class _LogCapture:
@@ -64,6 +65,14 @@ class LlamaCppBackend(Backend, OpTracer):
         self._tracer = None  # ggml_ctypes.NodeTracer while ops tracing is on (owns the callback)
         self._probe = None  # ggml_ctypes.LaunchProbe, idem
         self._traced_phase = ""
+
+    @classmethod
+    def refusal(cls, case: Case) -> str | None:
+        # llama-context.cpp (llama_init_from_model): "quantized V cache requires flash_attn to be enabled"
+        if case.flash_attn == "off" and case.cache_type_v.lower() not in UNQUANTIZED_CACHE_TYPES:
+            return (f"llama.cpp refuses a quantized V cache (-ctv {case.cache_type_v}) without flash attention "
+                    f"(-fa off): not started (use -fa on or auto)")
+        return None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self, case: Case) -> ModelInfo:
