@@ -312,3 +312,20 @@ def test_settings_llama_cpp_refuses_start_no_worker(tmp_path, capsys, tiny_gguf)
     assert rows["on"]["status"] == "ok"
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     assert sorted(p.name for p in (run_dir / "logs").iterdir()) == ["case-001.log"]  # no worker for case 0
+
+
+def test_resume_with_options_that_differ_names_them(tmp_path, capsys):
+    out = tmp_path / "out"
+    model = fake(tmp_path)
+    code, _, err = run_cli(capsys, "run", "-m", model, *SMALL, "-o", out)
+    assert code == 0, err
+    from edgebench.store.database import Store
+
+    (run,) = Store(out, create=False).list_runs()
+    run_id = run.run_id
+    code, _, err = run_cli(capsys, "run", "--resume", run_id, "-m", model, *SMALL, "-o", out)
+    assert code == 0, err  # the same command line again: nothing differs
+    code, _, err = run_cli(capsys, "run", "--resume", run_id, "-m", model, *SMALL, "-p", "99", "-r", "7",
+                           "-o", out)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "n_prompt" in err and "99" in err and "reps 7" in err and run_id in err

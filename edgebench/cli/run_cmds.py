@@ -70,8 +70,6 @@ def run(
     """Measure models and store every raw sample. With no options: the smollm-135m preset over the default quant ladder at a quick size."""
     from edgebench.run import session
 
-    if resume:
-        raise typer.Exit(_present_run(session.resume(resume, out, store_target=store), report=not no_report))
     options = dict(
         models=[m for arg in (model or []) for m in arg.split(",")] or None, quants=quant, backends=backend, reps=reps, target_ci=target_ci, max_reps=max_reps, max_time=max_time, processes=processes,
         max_processes=max_processes,
@@ -81,6 +79,9 @@ def run(
         verify=False if no_verify else None, warmup=False if no_warmup else None, quality=quality or None,
         quality_ctx=quality_ctx, quality_chunks=quality_chunks, quality_text=text, quality_ref=quality_ref,
         quality_seed=quality_seed, quality_top_k=quality_top_k, max_kld=max_kld)
+    if resume:
+        outcome = session.resume(resume, out, store_target=store, options=options, config=config)
+        raise typer.Exit(_present_run(outcome, report=not no_report))
     raise typer.Exit(_present_run(session.start(options, config, out, store_target=store), report=not no_report))
 
 

@@ -154,9 +154,13 @@ def start(options: dict[str, Any], config: Path | None, out: Path, store_target:
     return _execute(store, run_id, spec, planned, out, set())
 
 
-def resume(run_id: str, out: Path, store_target: str | None = None) -> Outcome:
+def resume(run_id: str, out: Path, store_target: str | None = None, options: dict[str, Any] | None = None,
+           config: Path | None = None) -> Outcome:
+    """Finish a partial run as it was planned. Options given with --resume must agree with the
+    stored spec (the same command line again is fine); any that differ are an error naming them."""
     store = Store(store_target or out, create=False)
     run = store.get_run(run_id)
+    _check_resume_options(run, options or {}, config)
     o = run.env.get(liveness.OWNER_KEY) or {}
     if run.status == "running" and liveness.owner_alive(o):
         raise InputError(f"run {run.run_id} is still running (pid {o.get('pid')}); stop it first")
@@ -167,6 +171,26 @@ def resume(run_id: str, out: Path, store_target: str | None = None) -> Outcome:
     runner.with_retry(liveness.claim, store, run)
     console.print(f"resuming run [bold]{run.run_id}[/bold]: {n_done} of {len(planned)} case(s) already measured")
     return _execute(store, run.run_id, spec, planned, out, done)
+
+
+def _check_resume_options(run, options: dict[str, Any], config: Path | None) -> None:
+    """InputError naming each spec field the given options set differently from the stored run's."""
+    if not config and all(v is None for v in options.values()):
+        return
+    cfg = specmod.load_toml(config) if config else None
+    given = planmod.canonical_spec(specmod.build_spec(options, cfg)).to_dict()
+    default, stored = specmod.RunSpec().to_dict(), specmod.RunSpec.from_dict(run.spec).to_dict()
+    diffs = []
+    for k, v in given.items():
+        if k == "sweep":
+            for name, values in v.items():
+                if values != default["sweep"].get(name) and values != stored["sweep"].get(name):
+                    diffs.append(f"{name} {values} (the run has {stored['sweep'].get(name, 'the default')})")
+        elif v != default.get(k) and v != stored.get(k):
+            diffs.append(f"{k} {v} (the run has {stored.get(k)})")
+    if diffs:
+        raise InputError(f"--resume {run.run_id} finishes the run as it was planned, but these options differ "
+                         f"from it: {'; '.join(diffs)}; drop them, or start a new run")
 
 
 def _done_keys(cases: list[dict[str, Any]]) -> set[str]:
