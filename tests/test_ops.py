@@ -306,3 +306,23 @@ def test_one_task_ops_are_corrected_at_the_one_thread_launch_cost_and_clipping_i
     assert "launch-corrected" not in _correction_note(pd.DataFrame([opstats.ops_summary(raw)]))
     note = _correction_note(pd.DataFrame([summ]))
     assert "per thread count" in note and f"{100 / 850 * 100:.1f}%" in note
+
+
+def test_phase_text_ranks_classes_and_sums_the_rest():
+    from edgebench.present.ops_brief import phase_text
+
+    shares = {"copy": 0.05, "mul_mat": 0.6, "norm": 0.1, "rope": 0.1, "attention": 0.12, "other": 0.03}
+    assert phase_text(shares) == "mul_mat 60%, attention 12%, norm 10%, rope 10%, other 8%"
+    assert phase_text({"mul_mat_vec": 1.0}) == "mul_mat_vec 100%"
+
+
+def test_run_with_ops_profile_prints_the_breakdown(tiny_gguf, tmp_path, capsys):
+    """`edgebench run --profile ops` ends with one line per case: the largest classes per phase,
+    labelled launch-corrected (llama.cpp has a launch probe)."""
+    from edgebench.cli import main
+
+    code = main(["run", "-m", str(tiny_gguf["Q4_K_M"]), "-p", "16", "-n", "4", "-r", "1", "--profile", "ops",
+                 "-o", str(tmp_path / "out"), "--no-report"])
+    err = capsys.readouterr().err
+    (line,) = [l for l in err.splitlines() if l.startswith("ops, case 0")]
+    assert code == 0 and "launch-corrected" in line and "decode: mul_mat_vec" in line and "prefill: " in line, err

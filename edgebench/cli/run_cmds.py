@@ -134,6 +134,12 @@ def _present_run(outcome, report: bool) -> int:
     tables.print_rows(outcome.rows, "table", title=f"run {outcome.run_id} ({outcome.elapsed_s:.0f} s)")
     for w in cv_warnings(outcome.rows):
         console.print(f"[yellow]warning:[/yellow] {escape(clip(w))}")
+    if any(r.get("mul_mat_vec_share_decode") is not None or r.get("mul_mat_share_prefill") is not None
+           for r in outcome.rows):  # --profile ops ran: the largest op classes per case and phase
+        from edgebench.present.ops_brief import ops_lines
+
+        for line in ops_lines(outcome.store, outcome.run_id, outcome.rows):
+            console.print(escape(line))
     if report:
         from edgebench.present import report as report_mod
 
