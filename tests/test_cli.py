@@ -241,12 +241,13 @@ def test_folder_of_gguf_models_runs_each(tmp_path, capsys, tiny_gguf):
 
     folder = tmp_path / "models"
     folder.mkdir()
-    for q in ("Q8_0", "Q4_K_M"):
+    for q in ("Q8_0", "Q4_K_M", "F16"):  # alphabetically F16, Q4_K_M, Q8_0
         shutil.copy(tiny_gguf[q], folder / f"m-{q}.gguf")
     code, _, err = run_cli(capsys, "run", "-m", folder, "-p", "16", "-n", "2", "-r", "1", "-o", tmp_path / "o", "--no-report")
     assert code == 0, err
     _, text, _ = run_cli(capsys, "show", "--format", "json", "-o", tmp_path / "o")
-    assert sorted(r["quant"] for r in json.loads(text)) == ["Q4_K_M", "Q8_0"]  # read from the files
+    # read from the files, and run in ladder order: bits per weight high to low
+    assert [r["quant"] for r in json.loads(text)] == ["F16", "Q8_0", "Q4_K_M"]
 
 
 def test_bad_graph_opt_and_old_store(tmp_path, capsys):

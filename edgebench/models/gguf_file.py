@@ -306,3 +306,16 @@ def read_gguf_info(path: str | os.PathLike) -> GGUFInfo:
         synthetic_preset=str(meta.get("edgebench.preset", "")),
         provenance={k: str(meta[key]) for k, key in PROVENANCE_KEYS.items() if key in meta},
     )
+
+
+def ladder_order(paths) -> list[Path]:
+    """GGUF files in quantization-ladder order: bits per weight high to low (F16 before Q8_0 before
+    Q2_K, as a ladder is read), then by name; a file whose header cannot be read goes last (it is
+    refused with its reason when the run validates it)."""
+    def key(p: Path) -> tuple[float, str]:
+        try:
+            return -read_gguf_info(p).bpw, p.name
+        except Exception:  # any damage: validated (and refused) later, with the reason
+            return 1.0, p.name
+
+    return sorted((Path(p) for p in paths), key=key)

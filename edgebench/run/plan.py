@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgebench.errors import InputError, did_you_mean
+from edgebench.models.gguf_file import ladder_order
 from edgebench.models.hub import HubModel
 from edgebench.records import Case
 from edgebench.run.spec import SWEEP_PARAMS, RunSpec
@@ -67,7 +68,7 @@ def resolve_models(spec: RunSpec) -> tuple[list[ModelRef], list[str]]:
             raise InputError(f"model {m!r} is neither a file nor a folder nor a preset{did_you_mean(m, presets.PRESETS)} "
                              f"(presets: {', '.join(presets.PRESETS)})")
         if p.is_dir() and not (p / "genai_config.json").exists() and not any(p.glob("*.onnx")):
-            found = sorted(p.glob("*.gguf"))
+            found = ladder_order(p.glob("*.gguf"))
             if not found:
                 raise InputError(f"folder {p} holds no .gguf or .onnx model")
             files.extend(found)
