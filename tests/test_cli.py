@@ -330,3 +330,14 @@ def test_resume_with_options_that_differ_names_them(tmp_path, capsys):
                            "-o", out)
     assert code == 2 and err.count("\n") == 1, err
     assert "n_prompt" in err and "99" in err and "reps 7" in err and run_id in err
+
+
+def test_run_help_names_values_not_python_types():
+    from typer.testing import CliRunner
+
+    from edgebench.cli.app import app
+
+    text = CliRunner().invoke(app, ["run", "--help"]).output
+    assert "N[,N...]" in text and "PATH|PRESET" in text and "N|auto" in text and "TOKENS" in text
+    for python_type in ("<list[str]>", "<str>", "<int>", "<float>", "<path>"):  # typer's flags keep <bool>
+        assert python_type not in text.lower(), python_type

@@ -13,29 +13,38 @@ from edgebench.run.spec import AUTO_HELP, PG_HELP, QUALITY_HELP, REPS_HELP, SWEE
 
 
 # Quality options, shared by `run --quality` and `quality` (a fresh OptionInfo for each command).
+_QUALITY_METAVAR = {"--quality-ctx": "TOKENS", "--quality-chunks": "N", "--text": "FILE", "--quality-ref": "LEVEL|FILE",
+                    "--quality-seed": "N", "--quality-top-k": "K", "--max-kld": "NATS"}
+
+
 def _q(flag: str):
-    return typer.Option(None, flag, help=QUALITY_HELP[flag])
+    return typer.Option(None, flag, help=QUALITY_HELP[flag], metavar=_QUALITY_METAVAR.get(flag))
+
+
+_SWEEP_METAVAR = {"flash_attn": "on|off|auto", "cache_type_k": "TYPE", "cache_type_v": "TYPE", "ep": "EP",
+                  "graph_opt": "LEVEL"}  # the rest take whole numbers
 
 
 def _s(name: str, *flags: str):  # a sweep flag of `run`: repeatable, each a comma list
-    return typer.Option(None, *flags, help=SWEEP_HELP[name] + " Repeatable; comma lists work.")
+    return typer.Option(None, *flags, help=SWEEP_HELP[name] + " Repeatable; comma lists work.",
+                        metavar=_SWEEP_METAVAR.get(name, "N[,N...]"))
 
 
 @app.command()
 def run(
-    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="GGUF/ONNX file, folder of models, or preset name (repeatable; comma lists work)."),
-    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant levels for presets, e.g. Q4_K_M,Q8_0 (default: the ladder)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp, onnxruntime, onnxruntime-genai (comma list)."),
+    model: Optional[list[str]] = typer.Option(None, "--model", "-m", metavar="PATH|PRESET", help="GGUF/ONNX file, folder of models, or preset name (repeatable; comma lists work)."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", metavar="LEVELS", help="Quant levels for presets, e.g. Q4_K_M,Q8_0 (default: the ladder)."),
+    backend: Optional[str] = typer.Option(None, "--backend", metavar="NAMES", help="llama-cpp, onnxruntime, onnxruntime-genai (comma list)."),
     n_prompt: Optional[list[str]] = _s("n_prompt", "-p", "--n-prompt"),
     n_gen: Optional[list[str]] = _s("n_gen", "-n", "--n-gen"),
-    pg: Optional[list[str]] = typer.Option(None, "-pg", "--prompt-gen", help=PG_HELP),
+    pg: Optional[list[str]] = typer.Option(None, "-pg", "--prompt-gen", metavar="P,N", help=PG_HELP),
     depth: Optional[list[str]] = _s("depth", "-d", "--depth"),
-    reps: Optional[str] = typer.Option(None, "-r", "--reps", help=REPS_HELP),
-    target_ci: Optional[str] = typer.Option(None, "--target-ci", help=AUTO_HELP["--target-ci"]),
-    max_reps: Optional[int] = typer.Option(None, "--max-reps", help=AUTO_HELP["--max-reps"]),
-    max_time: Optional[float] = typer.Option(None, "--max-time", help=AUTO_HELP["--max-time"]),
-    processes: Optional[int] = typer.Option(None, "--processes", help="Worker processes per case, the reps split among them and cases interleaved (between-process spread; default 1; under -r auto the least number)."),
-    max_processes: Optional[int] = typer.Option(None, "--max-processes", help=AUTO_HELP["--max-processes"]),
+    reps: Optional[str] = typer.Option(None, "-r", "--reps", metavar="N|auto", help=REPS_HELP),
+    target_ci: Optional[str] = typer.Option(None, "--target-ci", metavar="PCT", help=AUTO_HELP["--target-ci"]),
+    max_reps: Optional[int] = typer.Option(None, "--max-reps", metavar="N", help=AUTO_HELP["--max-reps"]),
+    max_time: Optional[float] = typer.Option(None, "--max-time", metavar="SECONDS", help=AUTO_HELP["--max-time"]),
+    processes: Optional[int] = typer.Option(None, "--processes", metavar="N", help="Worker processes per case, the reps split among them and cases interleaved (between-process spread; default 1; under -r auto the least number)."),
+    max_processes: Optional[int] = typer.Option(None, "--max-processes", metavar="N", help=AUTO_HELP["--max-processes"]),
     threads: Optional[list[str]] = _s("threads", "-t", "--threads"),
     ctx: Optional[list[str]] = _s("ctx", "--ctx"),
     batch: Optional[list[str]] = _s("batch", "-b", "--batch"),
@@ -46,17 +55,17 @@ def run(
     cache_type_v: Optional[list[str]] = _s("cache_type_v", "-ctv", "--cache-type-v"),
     ep: Optional[list[str]] = _s("ep", "--ep"),
     graph_opt: Optional[list[str]] = _s("graph_opt", "--graph-opt"),
-    profile: Optional[str] = typer.Option(None, "--profile", help="Extra profilers: ops, telemetry."),
-    device: Optional[str] = typer.Option(None, "--device", help="Device profile name or 'auto'."),
+    profile: Optional[str] = typer.Option(None, "--profile", metavar="NAMES", help="Extra profilers: ops, telemetry."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="NAME|auto", help="Device profile name or 'auto'."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Run even if this machine is not --device."),
-    cooldown: Optional[float] = typer.Option(None, "--cooldown", help="Seconds to wait between cases."),
-    cooldown_temp: Optional[float] = typer.Option(None, "--cooldown-temp", help="Wait between cases until below this temperature (C)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-case timeout in seconds (default 900)."),
+    cooldown: Optional[float] = typer.Option(None, "--cooldown", metavar="SECONDS", help="Seconds to wait between cases."),
+    cooldown_temp: Optional[float] = typer.Option(None, "--cooldown-temp", metavar="CELSIUS", help="Wait between cases until below this temperature (C)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="Per-case timeout in seconds (default 900)."),
     no_warmup: bool = typer.Option(False, "--no-warmup", help="Skip the warmup run."),
-    config: Optional[Path] = typer.Option(None, "--config", help="sweep.toml with the same options."),
-    out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Output folder (store + run folders)."),
-    store: Optional[str] = typer.Option(None, "--store", help="Results database URL (default: OUT/edgebench.db), e.g. postgresql://host/db for a fleet."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Finish a partial run (RUN_ID)."),
+    config: Optional[Path] = typer.Option(None, "--config", metavar="FILE", help="sweep.toml with the same options."),
+    out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", metavar="DIR", help="Output folder (store + run folders)."),
+    store: Optional[str] = typer.Option(None, "--store", metavar="URL", help="Results database URL (default: OUT/edgebench.db), e.g. postgresql://host/db for a fleet."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID", help="Finish a partial run (RUN_ID)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML/Markdown report."),
     quality: bool = typer.Option(False, "--quality", help="Also score each level's output against the reference level (KLD, same top, PPL)."),
     quality_ctx: Optional[int] = _q("--quality-ctx"),
