@@ -11,7 +11,6 @@ from edgebench.cli.app import DEFAULT_OUT, app
 from edgebench.errors import EXIT_INTERRUPTED
 from edgebench.run.spec import AUTO_HELP, PG_HELP, QUALITY_HELP, REPS_HELP, SWEEP_HELP
 
-
 # Quality options, shared by `run --quality` and `quality` (a fresh OptionInfo for each command).
 _QUALITY_METAVAR = {"--quality-ctx": "TOKENS", "--quality-chunks": "N", "--text": "FILE", "--quality-ref": "LEVEL|FILE",
                     "--quality-seed": "N", "--quality-top-k": "K", "--max-kld": "NATS"}
