@@ -3,7 +3,8 @@ import pytest
 from edgebench.models.memory_model import cache_row_bytes, compute_bytes_estimate, kv_bytes
 from edgebench.models.presets import PRESETS
 
-# KV/token (f16) column of shared/reference/facts.md, derived there as 2*L*n_kv*d_head*2 B.
+# KV bytes per token at f16, derived independently of the code as 2 (K and V) * n_layer * n_head_kv *
+# head_dim * 2 B from each model's published config.json (sources in edgebench/models/presets.py).
 FACTS_KV_PER_TOKEN_KIB = {
     "smollm-135m": 22.5, "smollm-360m": 40, "smollm2-1.7b": 192, "qwen1.5-0.5b": 96, "qwen2-0.5b": 12,
     "qwen2.5-1.5b": 28, "llama-3.2-1b": 32, "llama-3.2-3b": 112, "tinyllama-1.1b": 22, "gemma-2-2b": 104,

@@ -6,7 +6,7 @@ projection and the reports all read them from here, and the tensors each preset'
 
 Sources (config.json of each model, as vendored in mlc-ai/mlc-llm
 python/mlc_llm/model/model_preset.py @ d1ea69a, facebookresearch/MobileLLM configs/*/config.json,
-and the Qwen2 / Qwen2.5 HF configs and model cards), collected in shared/reference/facts.md.
+and the Qwen2 / Qwen2.5 HF configs and model cards).
 ``published_params`` is the parameter count the model's authors (or llama.cpp, for Qwen1.5-0.5B)
 publish; the presets are tested to reproduce it within 1%.
 """
