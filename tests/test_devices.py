@@ -280,3 +280,24 @@ def test_failed_bandwidth_measurement_is_not_cached(tmp_path, monkeypatch):
     cache_file = tmp_path / "bw.json"
     assert env.memory_bandwidth_this_boot(cache_file, lambda: (None, "not measured: x"))[:2] == (None, "not measured: x")
     assert not cache_file.exists()
+
+
+def test_devices_show_is_tables_with_sources_and_power_modes():
+    import io
+
+    from rich.console import Console
+
+    from edgebench.machine.profiles import DeviceProfile, get_profile
+    from edgebench.present.device_view import print_device
+
+    buf = io.StringIO()
+    print_device(get_profile("orin-nano"), Console(file=buf, width=120))
+    text = buf.getvalue()
+    assert "power modes 'super'" in text and "MAXN_SUPER" in text and "102.4" in text and "{" not in text
+    assert "68 GB/s" in text and "WayfindR-driver" in text  # the figure next to its source
+    hostile = DeviceProfile(name="x", description="[bold]desc[/bold]", mem_bandwidth_gbs=10.0,
+                            sources={"mem_bandwidth_gbs": "[red]not markup[/red]", "other": "[link=x]y[/link]"})
+    buf = io.StringIO()
+    print_device(hostile, Console(file=buf, width=200))
+    text = buf.getvalue()
+    assert "[bold]desc[/bold]" in text and "[red]not markup[/red]" in text and "[link=x]y[/link]" in text

@@ -295,22 +295,10 @@ def print_devices() -> None:
 
 
 def print_device(name: str) -> None:
-    import dataclasses
-
     from edgebench.machine.profiles import get_profile
+    from edgebench.present.device_view import print_device as show
 
-    p = get_profile(name)
-    c = Console()
-    c.print(f"[bold]{p.name}[/bold]: {p.description}")
-    for f in dataclasses.fields(p):
-        v = getattr(p, f.name)
-        if f.name in ("name", "description", "sources", "path") or v in (None, {}, ()):
-            continue
-        c.print(f"  {f.name:18} {json.dumps(v, default=str) if isinstance(v, (dict, list, tuple)) else v}")
-    if p.sources:
-        c.print("  sources:")
-        for k, v in p.sources.items():
-            c.print(f"    {k}: {v}")
+    show(get_profile(name), console_for_tables(120))
 
 
 def print_detect() -> None:
