@@ -341,3 +341,22 @@ def test_run_help_names_values_not_python_types():
     assert "N[,N...]" in text and "PATH|PRESET" in text and "N|auto" in text and "TOKENS" in text
     for python_type in ("<list[str]>", "<str>", "<int>", "<float>", "<path>"):  # typer's flags keep <bool>
         assert python_type not in text.lower(), python_type
+
+
+def test_a_run_with_no_verify_is_marked_unverified_everywhere(tmp_path, capsys):
+    out = tmp_path / "out"
+    model = fake(tmp_path)
+    assert run_cli(capsys, "run", "-m", model, *SMALL, "-o", out)[0] == 0
+    code, _, err = run_cli(capsys, "run", "-m", model, *SMALL, "--device", "jetson-orin-nano-8gb", "--no-verify", "-o", out)
+    assert code == 0 and "results are unverified" in err, err
+    from edgebench.store.database import Store
+
+    verified, unverified = Store(out, create=False).list_runs()
+    code, text, _ = run_cli(capsys, "runs", "-o", out)
+    assert "jetson-orin-nano-8gb (unverified)" in text and text.count("(unverified)") == 1
+    code, text, _ = run_cli(capsys, "show", unverified.run_id, "-o", out)
+    assert "(unverified)" in text.splitlines()[0]
+    rows = list(csv.DictReader((out / unverified.run_id / "summary.csv").open()))
+    assert rows[0]["device_verified"] == "False"
+    code, _, err = run_cli(capsys, "compare", verified.run_id, unverified.run_id, "-s", out, "--force")
+    assert f"{unverified.run_id} was measured with --no-verify" in err and verified.run_id + " was" not in err

@@ -296,7 +296,8 @@ def compare(baseline: str, candidate: str, store: str | Path = "reports", opts: 
     base, cand = load_side(baseline, store), load_side(candidate, store)
     if not base.rows:
         raise InputError(f"{base.name} has no successful case to compare")
-    warnings: list[str] = []
+    warnings = [f"{side.name} was measured with --no-verify on a machine that is not its device profile"
+                for side in (base, cand) if any(r.get("device_verified") is False for r in side.rows)]
     bdev, cdev = base.devices(), cand.devices()
     if bdev != cdev and not opts.force:
         raise InputError(f"{base.name} ran on {', '.join(sorted(bdev))} but {cand.name} on "

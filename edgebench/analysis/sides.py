@@ -170,8 +170,9 @@ def _from_run_json(run_json: Path, samples_csv: Path, name: str) -> Side:
         raise InputError(f"cannot read {run_json}: {type(e).__name__}: {e}") from None
     s = _read_samples(samples_csv)
     # Summaries are recomputed from the raw samples, exactly as for a run in the store.
-    rows = [summary.summarize_case(run_id, device, c, s[(s["run_id"] == run_id) & (s["case_id"] == c["case_id"])])
-            for c in cases]
+    verified = (doc.get("environment") or {}).get("device_verified", True) is not False
+    rows = [summary.summarize_case(run_id, device, c, s[(s["run_id"] == run_id) & (s["case_id"] == c["case_id"])],
+                                   verified) for c in cases]
     return _side(name, rows, s, _processes(run_id, cases))
 
 

@@ -65,13 +65,14 @@ def memory_summary(s, info: dict[str, Any], values: dict[str, np.ndarray] | None
     return out
 
 
-def summarize_case(run_id: str, device: str, case: dict[str, Any], s) -> dict[str, Any]:
-    """One summary row (SUMMARY_COLUMNS keys first; extra derived keys may follow)."""
+def summarize_case(run_id: str, device: str, case: dict[str, Any], s, verified: bool = True) -> dict[str, Any]:
+    """One summary row (SUMMARY_COLUMNS keys first; extra derived keys may follow). ``verified``
+    False: the run was measured with --no-verify on a machine that is not ``device``."""
     info = case.get("info") or {}
     model_info = info.get("model", {})
     row: dict[str, Any] = {k: case.get(k) for k in case if k in SUMMARY_COLUMNS}
     row.update({k: model_info.get(k) for k in MODEL_INFO_FIELDS if k in SUMMARY_COLUMNS})
-    row["run_id"], row["device"] = run_id, device
+    row["run_id"], row["device"], row["device_verified"] = run_id, device, verified
     # A hub model is named as the user named it (ORG/REPO); the file's own name stays a field.
     row["model"] = case.get("hub_repo") or model_info.get("model_name") or case.get("model")
     if case.get("hub_repo"):
@@ -147,7 +148,7 @@ def summarize_run(store, run_id: str) -> list[dict[str, Any]]:
     rows = []
     for case in store.get_cases(run.run_id):
         s = all_samples[all_samples["case_id"] == case["case_id"]]
-        rows.append(summarize_case(run.run_id, run.device, case, s))
+        rows.append(summarize_case(run.run_id, run.device, case, s, run.verified))
     return rows
 
 

@@ -36,7 +36,7 @@ def show(
         sys.stdout.write(llama_bench_view.render(store, run.run_id))
         return
     rows = summary.summarize_run(store, run.run_id)
-    tables.print_rows(rows, fmt, title=f"run {run.run_id} on {run.device} ({run.status})")
+    tables.print_rows(rows, fmt, title=f"run {run.run_id} on {run.device_shown} ({run.status})")
 
 
 @app.command()

@@ -131,7 +131,7 @@ def collect(store, run_ids: list[str]):
         samples = store.get_samples(run.run_id)
         for case in store.get_cases(run.run_id):
             s = samples[samples["case_id"] == case["case_id"]]
-            row = summary.summarize_case(run.run_id, run.device, case, s)
+            row = summary.summarize_case(run.run_id, run.device, case, s, run.verified)
             if row.get("status") == "ok":
                 row["op_shares"] = _op_shares(s)
                 row.update(_roofline(row, _bandwidth_gbs(run, bw)))
@@ -277,7 +277,7 @@ def _runs_facts(runs, df) -> list[str]:
         ok = int((cases["status"] == "ok").sum()) if len(cases) else 0
         env = run.env or {}
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created_at))
-        bits = [f"run {run.run_id}", f"device {run.device}", when, f"{run.status}", f"{ok}/{len(cases)} cases ok"]
+        bits = [f"run {run.run_id}", f"device {run.device_shown}", when, f"{run.status}", f"{ok}/{len(cases)} cases ok"]
         bits += [f"{k} {env[k]}" for k in ("cpu_model", "os", "edgebench") if env.get(k)]
         out.append(" · ".join(str(b) for b in bits))
     return out

@@ -176,7 +176,7 @@ def print_runs(store) -> None:
         ok = sum(c["status"] == "ok" for c in cases)
         models = sorted({model_name(c) for c in cases})
         shown = ", ".join(models[:3]) + (f" and {len(models) - 3} more" if len(models) > 3 else "")
-        table.add_row(escape(r.run_id), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)), escape(r.device),
+        table.add_row(escape(r.run_id), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)), escape(r.device_shown),
                       shown_status(r) + (" (llama-bench)" if (r.env or {}).get("imported_from") else ""),
                       f"{ok}/{len(cases)} ok", escape(shown))
     console_for_tables(250).print(table)

@@ -14,8 +14,8 @@ MODEL_INFO_FIELDS: tuple[str, ...] = (
 
 # Columns of summary.csv, in order. stats.summarize() produces exactly these keys.
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "run_id", "case_id", "device", "backend", "model", "model_sha256", "synthetic", "preset", "requantized_from",
-    "source_name", "source_sha256", "quant",
+    "run_id", "case_id", "device", "device_verified", "backend", "model", "model_sha256", "synthetic", "preset",
+    "requantized_from", "source_name", "source_sha256", "quant",
     "bpw", "n_params", "model_bytes", "n_threads", "n_gpu_layers", "n_ctx", "test", "n_prompt", "n_gen",
     "depth", "prefill_pos", "decode_pos", "n_batch", "n_ubatch", "flash_attn", "cache_type_k", "cache_type_v", "ep", "graph_opt", "reps",
     "load_ms", "prefill_tok_s", "prefill_tok_s_std", "ttft_ms", "decode_tok_s", "decode_tok_s_std",
@@ -72,7 +72,8 @@ def _metric(name: str, unit: str, header: str, fmt: str, direction: str = "", ce
 
 
 FIELDS: dict[str, Field] = {f.name: f for f in (
-    _key("run_id", "run", "run"), _key("case_id", "#"), _key("device"), _key("backend"), _key("model"),
+    _key("run_id", "run", "run"), _key("case_id", "#"), _key("device"), _key("device_verified", "verified"),
+    _key("backend"), _key("model"),
     _key("quant"), Field("bpw", "bit", "bpw", fmt="{:.2f}"), _key("n_threads", "t", "t"),
     _key("n_gpu_layers", "ngl", "ngl"), _key("test"), _key("prefill_pos", "pp KV pos"), _key("decode_pos", "tg KV pos"),
     _key("n_prompt", "p", "p"), _key("n_gen", "n", "n"), _key("depth", "d", "d"),

@@ -96,6 +96,16 @@ class RunRow:
     env: dict[str, Any]
     stored_at: float | None = None
 
+    @property
+    def verified(self) -> bool:
+        """False for a run measured with --no-verify on a machine that is not its --device."""
+        return (self.env or {}).get("device_verified", True) is not False
+
+    @property
+    def device_shown(self) -> str:
+        """The device as every view names it: "jetson-orin-nano-8gb (unverified)" when not verified."""
+        return self.device if self.verified else f"{self.device} (unverified)"
+
 
 def store_url(target: str | Path) -> str:
     """A database URL from a URL or a folder / .db path (folder -> folder/edgebench.db)."""
