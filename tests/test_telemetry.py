@@ -491,3 +491,31 @@ def test_wait_cooldown_gives_up():
     assert wait_cooldown(temp_c=30.0, timeout_s=0.05, read_temp=lambda: 90.0, poll_s=0.01) < 1.0
     assert wait_cooldown(temp_c=30.0, read_temp=lambda: None) < 1.0           # no sensor: no wait
     assert wait_cooldown() < 0.5
+
+
+def test_telemetry_without_a_power_source_says_so(tmp_path, capsys, tiny_gguf):
+    """On a machine with no readable power source (this VM: no tegrastats, NVML or RAPL) the run's
+    terminal and its report say why there is no energy per token; run.json alone used to know."""
+    import pandas as pd
+
+    from edgebench.analysis.energy import telemetry_gap
+    from edgebench.cli import main
+
+    case = {"profile": ("telemetry",), "info": {"profiler_notes": {"telemetry": {"skipped": {"rapl": "no zones"}}}}}
+    empty = pd.DataFrame({"metric": ["prefill_ns"]})
+    assert telemetry_gap(case, empty) == "telemetry: no power source was readable here, so no energy per token (rapl: no zones)"
+    assert telemetry_gap(case, pd.DataFrame({"metric": ["energy_j"]})) is None
+    assert telemetry_gap({"profile": ()}, empty) is None
+    out = tmp_path / "out"
+    code = main(["run", "-m", str(tiny_gguf["Q8_0"]), "-p", "8", "-n", "2", "-r", "1", "--profile", "telemetry",
+                 "-o", str(out)])
+    err = capsys.readouterr().err
+    from edgebench.store.database import Store
+
+    store = Store(out, create=False)
+    (run,) = store.list_runs()
+    measured = store.get_samples(run.run_id)["metric"].isin(("energy_j", "power_w")).any()
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    said = ("note: telemetry: no power source was readable here" in err,
+            "no power source was readable" in (run_dir / "report.md").read_text())
+    assert code == 0 and said == ((not measured),) * 2, err  # said exactly when nothing was measured

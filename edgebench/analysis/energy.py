@@ -67,3 +67,18 @@ def summarize_energy(samples: pd.DataFrame, n_prompt: int, n_gen: int) -> dict[s
         thr = s[(s.metric == "throttle") & s.phase.isin(MEASURED_PHASES) & (s.value > 0)]
         out["throttled"] = bool(len(thr))
     return out
+
+
+def telemetry_gap(case: dict, s: pd.DataFrame) -> str | None:
+    """Why a case measured with --profile telemetry has no energy figures: no power source was
+    readable (each source's reason, from the case info), so the terminal and the report can say so
+    instead of leaving blank columns. None when energy was measured or telemetry was not asked for."""
+    profile = case.get("profile") or ()
+    if "telemetry" not in (profile.split(",") if isinstance(profile, str) else profile):
+        return None
+    if s["metric"].isin(("energy_j", "power_w")).any():
+        return None
+    notes = ((case.get("info") or {}).get("profiler_notes") or {}).get("telemetry") or {}
+    why = "; ".join(f"{k}: {v}" for k, v in (notes.get("skipped") or {}).items())
+    why = why or "; ".join(notes.get("warnings") or ()) or "no source reported why"
+    return f"telemetry: no power source was readable here, so no energy per token ({why})"

@@ -142,6 +142,8 @@ def _present_run(outcome, report: bool) -> int:
     tables.print_rows(outcome.rows, "table", title=f"run {outcome.run_id} ({outcome.elapsed_s:.0f} s)")
     for w in cv_warnings(outcome.rows):
         console.print(f"[yellow]warning:[/yellow] {escape(clip(w))}")
+    for gap in _telemetry_gaps(outcome):
+        console.print(f"[yellow]note:[/yellow] {escape(clip(gap))}")
     if any(r.get("mul_mat_vec_share_decode") is not None or r.get("mul_mat_share_prefill") is not None
            for r in outcome.rows):  # --profile ops ran: the largest op classes per case and phase
         from edgebench.present.ops_brief import ops_lines
@@ -161,3 +163,14 @@ def _present_run(outcome, report: bool) -> int:
                if o.get("timed_fraction") is not None else "")
     console.print(f"stored in {escape(outcome.store.url)}; run folder {escape(str(outcome.run_dir))}{harness}")
     return outcome.code
+
+
+def _telemetry_gaps(outcome) -> list[str]:
+    """--profile telemetry without a readable power source: one line, not only run.json."""
+    from edgebench.analysis.energy import telemetry_gap
+
+    cases = [c for c in outcome.store.get_cases(outcome.run_id) if "telemetry" in (c.get("profile") or ())]
+    if not cases:
+        return []
+    s = outcome.store.get_samples(outcome.run_id)
+    return sorted({g for c in cases if (g := telemetry_gap(c, s[s["case_id"] == c["case_id"]]))})

@@ -124,6 +124,8 @@ def collect(store, run_ids: list[str]):
     """(runs, case table as a DataFrame, notes): summary rows of every case plus derived columns."""
     import pandas as pd
 
+    from edgebench.analysis.energy import telemetry_gap
+
     runs, rows, notes, bw = [], [], set(), {}
     for rid in run_ids:
         run = store.get_run(rid)
@@ -132,6 +134,9 @@ def collect(store, run_ids: list[str]):
         for case in store.get_cases(run.run_id):
             s = samples[samples["case_id"] == case["case_id"]]
             row = summary.summarize_case(run.run_id, run.device, case, s, run.verified)
+            gap = telemetry_gap(case, s)
+            if gap:
+                notes.add(f"run {run.run_id}: {gap}")
             if row.get("status") == "ok":
                 row["op_shares"] = _op_shares(s)
                 row.update(_roofline(row, _bandwidth_gbs(run, bw)))
