@@ -275,3 +275,15 @@ def test_pareto_front_and_knee():
     assert pareto.knee(x, y, front) == 1  # the big jump in speed for little KLD
     assert pareto.pareto_front([1, 2, 3], [5, 4, 6], maximize_y=False) == [0, 1]
     assert pareto.knee([1, 2], [1, 2], [0, 1]) is None
+
+
+def test_latency_axis_is_logarithmic_only_when_p99_is_far_from_p50():
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    base = {"model": ["m", "m"], "quant": ["Q8_0", "Q4_K_M"], "tpot_ms_p50": [10.0, 8.0], "tpot_ms_p90": [11.0, 9.0]}
+    near = plots.latency_percentiles(pd.DataFrame({**base, "tpot_ms_p99": [12.0, 10.0]}))
+    far = plots.latency_percentiles(pd.DataFrame({**base, "tpot_ms_p99": [12.0, 800.0]}))  # a stall at p99
+    assert near.axes[0].get_xscale() == "linear" and "log" not in near.axes[0].get_xlabel()
+    assert far.axes[0].get_xscale() == "log" and "(log scale)" in far.axes[0].get_xlabel()

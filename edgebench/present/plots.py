@@ -190,17 +190,25 @@ def _hbars(df, panels: Sequence[tuple[str, Callable, str]], title: str, exclude:
     return fig
 
 
+LOG_LATENCY_SPREAD = 10.0  # largest p99 / smallest p50 from which the latency axis is logarithmic
+
+
 def latency_percentiles(df):
     d = df.dropna(subset=["tpot_ms_p50"])
     if d.empty:
         return None
 
+    # a p99 far above the p50s (a stall, a throttled case) would flatten every other bar: log scale
+    log = bool(d["tpot_ms_p50"].min() > 0 and d["tpot_ms_p99"].max() / d["tpot_ms_p50"].min() >= LOG_LATENCY_SPREAD)
+
     def draw(ax, y, rows):
         h = 0.26
         for i, (p, shade) in enumerate((("p50", "#4c72b0"), ("p90", "#8da0cb"), ("p99", "#c6d0e6"))):
             ax.barh([v + (i - 1) * h for v in y], rows[f"tpot_ms_{p}"], height=h, color=shade, label=p)
-    return _hbars(d, [("Decode step time percentiles (each rep's, median over reps)", draw, "ms per token")],
-                  "Per-token decode latency")
+        if log:
+            ax.set_xscale("log")
+    return _hbars(d, [("Decode step time percentiles (each rep's, median over reps)", draw,
+                       "ms per token" + (" (log scale)" if log else ""))], "Per-token decode latency")
 
 
 def memory_bars(df):
