@@ -20,6 +20,24 @@ TEXT = ("The capital of France is Paris. It is known for the Eiffel Tower, museu
         "and its cafes. Many tourists visit every year to see")
 
 
+# About 300 tokens of plain English for the level-vs-level checks (the second half is scored).
+PROSE = ("The old mill stood at the bend of the river, where the water slowed and grew deep before it ran "
+         "over the stones toward the village. For more than a hundred years the miller and his family had "
+         "ground the grain that the farmers brought down from the hills, and every autumn the road was full "
+         "of carts. When the railway came, the farmers began to send their wheat to the large mills in the "
+         "city, and the old wheel turned less and less. The last miller was a quiet man who kept bees and "
+         "repaired clocks in the winter. He liked to say that a clock and a mill were the same machine: both "
+         "took a steady force and turned it into something useful, and both needed someone who listened to "
+         "them. Children from the school would visit him on Fridays. He showed them how the gears fit "
+         "together, how the stones were dressed with a hammer and a chisel, and how the flow of the water "
+         "could be measured with a stick, a watch and a little patience. Years later, when the mill became a "
+         "museum, many of those children came back as parents and told their own children the stories they "
+         "had heard. The wheel still turns on summer weekends, and the bread baked from its flour is sold in "
+         "the small shop by the door. Visitors often ask why anyone would keep such a slow machine running. "
+         "The answer on the sign near the river is simple: because it still works, and because it reminds us "
+         "how much care went into the things that fed us.")
+
+
 def _logits(cls, model, tokens) -> np.ndarray:
     b = cls()
     try:
@@ -138,3 +156,41 @@ def test_models_make_from_gguf_for_onnxruntime(tiny_gguf, tmp_path, capsys):
     assert "requantized from Q8_0" in capsys.readouterr().err
     with pytest.raises(InputError, match="unknown onnx quant level 'Q4_K_M'"):
         make_requantized(tiny_gguf["Q8_0"], "Q4_K_M", tmp_path, backend="onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def prose_tokens(real_gguf) -> list[int]:
+    lb = LlamaCppBackend()
+    try:
+        lb.load(Case(backend="llama-cpp", model=str(ensure_requantized(real_gguf, "F16")), n_prompt=64, n_gen=1,
+                     n_threads=2, n_ctx=512))
+        return lb.tokenize(PROSE)[:256]
+    finally:
+        lb.close()
+
+
+def _scored_kl(ref: np.ndarray, got: np.ndarray) -> float:
+    """Mean KL(ref || got) over the second half of the positions, as the quality pass scores a chunk."""
+    half = len(ref) // 2
+    return _compare(ref[half:], got[half:])[1]
+
+
+def test_real_smollm2_onnx_levels_lose_what_llama_cpp_levels_of_the_same_format_lose(real_gguf, prose_tokens):
+    """int8 is llama.cpp's Q8_0 (int8 blocks of 32, activations quantized per block in the dot) and
+    int4-b32 is Q4_0 (symmetric 4-bit blocks of 32, the output / tied embedding kept at 8 / 6 bits):
+    on the same tokens each ONNX level's KL against ONNX fp32 is near its llama.cpp twin's KL against
+    F16 (fp32 and F16 agree to KL ~1e-5, test_real_smollm2_fp32_matches_llama_cpp_f16).
+
+    Measured here (256 tokens, 128 scored): int8 0.0043 vs Q8_0 0.0040; int4-b32 0.283 vs Q4_0 0.288.
+    The recipe before models.onnx_quant (quantize_dynamic: per-tensor uint8 activations, per-tensor
+    weights) gave int8 0.52, 129x Q8_0, and int4-b32 without the 8-bit lm_head 0.39, 1.36x Q4_0:
+    the bounds (int8 under 0.02 and 2x Q8_0, int4-b32 under 1.25x Q4_0) fail on both."""
+    tokens = prose_tokens
+    f16 = _logits(LlamaCppBackend, ensure_requantized(real_gguf, "F16"), tokens)
+    fp32 = _logits(OnnxRuntimeBackend, ensure_onnx_from_gguf(real_gguf, "fp32"), tokens)
+    kl = {q: _scored_kl(f16, _logits(LlamaCppBackend, ensure_requantized(real_gguf, q), tokens)) for q in ("Q8_0", "Q4_0")}
+    kl |= {q: _scored_kl(fp32, _logits(OnnxRuntimeBackend, ensure_onnx_from_gguf(real_gguf, q), tokens))
+           for q in ("int8", "int4-b32")}
+    print("\nSmolLM2-135M, mean KL over 128 scored tokens: " + ", ".join(f"{q} {v:.4f}" for q, v in kl.items()))
+    assert kl["int8"] < 0.02 and kl["int8"] < 2 * kl["Q8_0"], kl
+    assert kl["int4-b32"] < 1.25 * kl["Q4_0"], kl

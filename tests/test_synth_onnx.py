@@ -111,7 +111,7 @@ def test_tied_embedding_is_stored_once(tmp_path):
     np.testing.assert_array_equal(_one_step(path), _one_step(untied))
 
 
-@pytest.mark.parametrize("quant,embed_op", [("int8", "DequantizeLinear"), ("int4-b32", "GatherBlockQuantized")])
+@pytest.mark.parametrize("quant,embed_op", [("int8", "GatherBlockQuantized"), ("int4-b32", "GatherBlockQuantized")])
 def test_quantized_tied_embedding_reads_the_quantized_lm_head(tmp_path, quant, embed_op):
     """One stored copy at every level: the embedding is the lm_head's own quantized weight, so a
     tied model's bits per weight count the matrix once, as llama.cpp's token_embd is."""
@@ -134,7 +134,7 @@ def test_weights_are_seeded(tmp_path):
     assert a == b and a != c
 
 
-@pytest.mark.parametrize("quant,op", [("int8", "MatMulInteger"), ("int4-b32", "MatMulNBits"),
+@pytest.mark.parametrize("quant,op", [("int8", "MatMulNBits"), ("int4-b32", "MatMulNBits"),
                                       ("int4-b128", "MatMulNBits")])
 def test_quantized_levels(tmp_path, quant, op):
     path = ensure_onnx_model(SMALL, quant, cache=tmp_path)
@@ -142,10 +142,12 @@ def test_quantized_levels(tmp_path, quant, op):
     ops = _ops(path)
     assert op in ops and "MatMul" not in ops  # every weight matmul quantized, lm_head included
     assert _meta(path)["edgebench.quant"] == quant
-    if op == "MatMulNBits":
-        graph = onnx.load_model(str(path)).graph
-        blocks = {a.i for n in graph.node if n.op_type == op for a in n.attribute if a.name == "block_size"}
-        assert blocks == {int(quant.split("-b")[1])}
+    graph = onnx.load_model(str(path)).graph
+    # (bits, block_size) per MatMulNBits (models.onnx_quant): the lm_head 8-bit in blocks of 32 at every level
+    got = {n.name.split("_Q")[0]: tuple(a.i for a in n.attribute if a.name in ("bits", "block_size"))
+           for n in graph.node if n.op_type == op}
+    assert got.pop("/lm_head/MatMul") == (8, 32)
+    assert set(got.values()) == ({(8, 32)} if quant == "int8" else {(4, int(quant.split("-b")[1]))})
     assert np.isfinite(_one_step(path)).all()
 
 

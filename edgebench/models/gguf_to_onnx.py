@@ -4,7 +4,7 @@ The weights are dequantized to float32 with the gguf package (gguf.quants.dequan
 every type the GGUF ladder uses) and written by the synthetic graph builder (models.synth_onnx,
 the same graph as the presets: RMSNorm, com.microsoft RotaryEmbedding + GroupQueryAttention,
 SwiGLU); the other levels are quantized from that fp32 model by onnxruntime's quantizers
-(synth_onnx.ensure_level). Supported: the llama and qwen2 architectures (SUPPORTED_ARCHS), which
+(synth_onnx.ensure_level, the recipes in models.onnx_quant). Supported: the llama and qwen2 architectures (SUPPORTED_ARCHS), which
 are exactly what that graph computes; any other is an InputError naming these.
 
 Rotary layout. The graph's RotaryEmbedding is non-interleaved (HF's rotate_half: dimension i
@@ -18,7 +18,9 @@ written by the graph: InputError rather than a model that computes something els
 
 Cache: ``<models_dir>/onnx-from-gguf/<source sha256[:16]>/<source stem>-<level>.onnx``, keyed like
 models.requant by the source's sha256 and the level; the metadata names the source
-(edgebench.source_sha256, edgebench.source_name, edgebench.requantized_from = the source's quant).
+(edgebench.source_sha256, edgebench.source_name, edgebench.requantized_from = the source's quant)
+and the level's build recipe (edgebench.recipe): a build of an older recipe is rebuilt, not
+reused (models.onnx_recipe).
 """
 
 from __future__ import annotations

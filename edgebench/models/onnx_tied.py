@@ -6,11 +6,11 @@ embedding *and* the [n_embd, n_vocab] lm_head, so the file holds the matrix twic
 share_tied_embedding rewrites the embedding lookup to read whatever the lm_head MatMul holds:
 
 - fp32 ``MatMul(h, W[n_embd, n_vocab])``: ``Transpose(Gather(W, ids, axis=1))`` (a column per token);
-- int8 (quantize_dynamic: ``MatMulInteger`` on ``W_q`` int8 [n_embd, n_vocab], per-tensor scale and
-  zero point): ``DequantizeLinear(Transpose(Gather(W_q, ids, axis=1)), scale, zero_point)``;
-- int4 (``MatMulNBits``: B uint8 [n_vocab, n_blocks, block/2], scales [n_vocab, n_blocks]):
-  com.microsoft ``GatherBlockQuantized`` on B itself (as onnxruntime-genai's builder shares a tied
-  embedding), the scales reshaped to the rank it requires, then [batch, seq, n_embd].
+- int8 / int4 (``MatMulNBits`` bits 8 or 4, symmetric: B uint8 [n_vocab, n_blocks, block * bits / 8],
+  scales [n_vocab, n_blocks]; models.onnx_quant): com.microsoft ``GatherBlockQuantized`` on B itself
+  (as onnxruntime-genai's builder shares a tied embedding), the scales reshaped to the rank it
+  requires, then [batch, seq, n_embd]. Both ops take the same implicit zero point, 2^(bits-1), when
+  none is given.
 
 The embedding then carries the lm_head's quantization error, as a tied llama.cpp model's does (its
 token_embd is quantized with the level). The separate embedding initializer is removed.
@@ -34,27 +34,16 @@ def _producer_of(graph: onnx.GraphProto, name: str) -> onnx.NodeProto | None:
 def _lm_head(graph: onnx.GraphProto) -> tuple[str, list[str], dict]:
     """(kind, weight inputs, attributes) of the matmul producing the logits."""
     node = _producer_of(graph, "logits")
-    while node is not None and node.op_type in ("Mul", "Cast"):  # int8: MatMulInteger -> Cast -> Mul
-        preds = [_producer_of(graph, i) for i in node.input]
-        node = next((p for p in preds if p is not None and p.op_type in ("MatMulInteger", "Cast")), None)
     if node is None:
         raise ValueError("no lm_head matmul produces 'logits'")
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if node.op_type == "MatMul":
         return "fp32", [node.input[1]], attrs
-    if node.op_type == "MatMulInteger":
-        return "int8", [node.input[1], node.input[3]], attrs
     if node.op_type == "MatMulNBits":
-        return "int4", [node.input[1], node.input[2]], attrs
+        if len(node.input) > 3 and node.input[3]:
+            raise ValueError("lm_head MatMulNBits has zero points: no shared embedding for it")
+        return "nbits", [node.input[1], node.input[2]], attrs
     raise ValueError(f"lm_head is a {node.op_type}: no shared embedding for it")
-
-
-def _int8_scale(graph: onnx.GraphProto, weight: str) -> str:
-    """The per-tensor scale quantize_dynamic gives ``weight`` (``<name>_scale`` for ``<name>_quantized``)."""
-    scale = weight.removesuffix("_quantized") + "_scale"
-    if not any(t.name == scale for t in graph.initializer):
-        raise ValueError(f"no scale initializer {scale} for {weight}")
-    return scale
 
 
 def share_tied_embedding(model: onnx.ModelProto) -> bool:
@@ -73,14 +62,10 @@ def share_tied_embedding(model: onnx.ModelProto) -> bool:
     out = old[-1].output[0]
     kind, w, attrs = _lm_head(graph)
     nodes: list[onnx.NodeProto] = []
-    if kind in ("fp32", "int8"):
+    if kind == "fp32":
         cols = f"{_PREFIX}/Gather/output_0"
         nodes.append(helper.make_node("Gather", [w[0], "input_ids"], [cols], name=f"{_PREFIX}/Gather", axis=1))
-        rows = out if kind == "fp32" else f"{_PREFIX}/Transpose/output_0"
-        nodes.append(helper.make_node("Transpose", [cols], [rows], name=f"{_PREFIX}/Transpose", perm=[1, 2, 0]))
-        if kind == "int8":
-            nodes.append(helper.make_node("DequantizeLinear", [rows, _int8_scale(graph, w[0]), w[1]], [out],
-                                          name=f"{_PREFIX}/DequantizeLinear"))
+        nodes.append(helper.make_node("Transpose", [cols], [out], name=f"{_PREFIX}/Transpose", perm=[1, 2, 0]))
     else:
         n_vocab, block = int(attrs["N"]), int(attrs["block_size"])
         n_blocks = -(-int(attrs["K"]) // block)

@@ -46,7 +46,9 @@ GGUF_QUANTS = QuantLevels(
     ladder=("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"),
 )
 
-# onnxruntime's own quantizers: quantize_dynamic (int8) and MatMulNBitsQuantizer (int4, blocks of 32 / 128);
+# onnxruntime's own quantizer, MatMulNBitsQuantizer (models.onnx_quant has each level's recipe): int8 =
+# every MatMul int8 in blocks of 32 (llama.cpp's Q8_0); int4-b32 / int4-b128 = the layers int4 in blocks
+# of 32 / 128, the lm_head (= a tied embedding) 8-bit as in int8 (llama.cpp keeps it at Q6_K);
 # fp16 / int4-b32-fp16: float16 activations, KV cache and logits (models.onnx_fp16), for the CUDA provider.
 ONNX_FP16_LEVELS = ("fp16", "int4-b32-fp16")
 ONNX_QUANTS = QuantLevels(
@@ -54,3 +56,9 @@ ONNX_QUANTS = QuantLevels(
     levels=("fp32", "int8", "int4-b32", "int4-b128", *ONNX_FP16_LEVELS),
     ladder=("fp32", "int8", "int4-b32"),
 )
+
+# The build recipe of each ONNX level: bump a level's number whenever how it is built changes, and
+# a cached build stamped with another number (or, for a number above 1, with none) is rebuilt, not
+# reused (models.onnx_recipe). 2: int8 from quantize_dynamic (per-tensor) to blockwise MatMulNBits,
+# int4-b32 / int4-b128 with the lm_head at 8 bits.
+ONNX_RECIPES = {"fp32": 1, "fp16": 1, "int8": 2, "int4-b32": 2, "int4-b128": 2, "int4-b32-fp16": 1}

@@ -11,20 +11,21 @@ projection, SwiGLU MLP, residuals; a final norm and the lm_head. A tied model st
 once, as the [n_embd, n_vocab] lm_head (what the quantizers quantize); the embedding lookup reads
 it, at every level (models.onnx_tied; ``edgebench.tied`` / ``edgebench.tied_shared`` in metadata).
 
-Quantization uses onnxruntime's own tools: quantize_dynamic (int8, MatMul weights) and
-MatMulNBitsQuantizer (int4, symmetric, blocks of 32 or 128, com.microsoft MatMulNBits); the levels
-are models.quant_levels.ONNX_QUANTS. models.synth_genai puts a model in an onnxruntime-genai folder.
+The other levels are quantized from the fp32 model by onnxruntime's own MatMulNBitsQuantizer
+(com.microsoft MatMulNBits: int8 in blocks of 32, int4 in blocks of 32 or 128, the lm_head of an
+int4 level at 8 bits), one recipe per level in models.onnx_quant; the levels are
+models.quant_levels.ONNX_QUANTS. Every build is stamped with its level's recipe version and a
+cached build of an older recipe is rebuilt (models.onnx_recipe). models.synth_genai puts a model
+in an onnxruntime-genai folder.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,6 @@ from edgebench.models.quant_levels import ONNX_QUANTS
 OPSET = 17  # ReduceMean with an axes attribute; old enough for JetPack's onnxruntime builds
 IR_VERSION = 8
 EXTERNAL_DATA_ABOVE = 1_800_000_000  # bytes: protobuf cannot hold a model over 2 GB
-INT4_ACCURACY_LEVEL = 4  # CPU: int8 compute for MatMulNBits, as genai's builder does for CPU
 LOGITS_TO_KEEP = "num_logits_to_keep"  # optional int64 [1] input: logits of the last N positions, 0 = all
 
 Progress = Callable[[int, int], None] | None  # (done_bytes, total_bytes), like edgebench.synth
@@ -236,6 +236,7 @@ def write_onnx(preset: Preset, path: Path, seed: int = 0, progress: Progress = N
     import onnx
     from onnx import helper
 
+    from edgebench.models.onnx_recipe import stamp
     from edgebench.models.onnx_tied import share_tied_embedding
 
     path = Path(path)
@@ -275,62 +276,10 @@ def write_onnx(preset: Preset, path: Path, seed: int = 0, progress: Progress = N
     model = helper.make_model(graph, producer_name="edgebench", ir_version=IR_VERSION,
                               opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
     _set_metadata(model, _metadata(preset, "fp32") | (metadata or {}))
+    stamp(model, "fp32")
     share_tied_embedding(model)
     onnx.save_model(model, str(path))
     return path
-
-
-def _quantize(src: Path, dst: Path, quant: str) -> None:
-    """Quantize the fp32 model ``src`` into ``dst`` with onnxruntime's quantizers. Blocks."""
-    with _quiet():
-        _quantize_loud(src, dst, quant)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    # The quantizers log every node at INFO and advise pre-processing at WARNING.
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
-
-
-def _quantize_loud(src: Path, dst: Path, quant: str) -> None:
-    import onnx
-
-    from edgebench.models.onnx_tied import share_tied_embedding
-
-    if quant == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
-                         # its fp32 embedding can keep it over 2 GB: external when the source is
-                         use_external_data_format=src.with_name(src.name + ".data").exists(),
-                         # onnx shape inference cannot type what follows a com.microsoft node
-                         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
-        model = onnx.load_model(str(dst), load_external_data=False)
-    else:
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-        from edgebench.models.onnx_fp16 import to_fp16
-
-        model = onnx.load_model(str(src))
-        if quant.endswith("fp16"):  # fp16 activations (models.onnx_fp16), then int4 weights with fp16 scales
-            model = to_fp16(model)
-        if quant.startswith("int4"):
-            block = int(quant.split("-")[1][1:])  # int4-b32, int4-b32-fp16
-            quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block, is_symmetric=True,
-                                             accuracy_level=INT4_ACCURACY_LEVEL, op_types_to_quantize=("MatMul",))
-            quantizer.process()
-            model = quantizer.model.model
-        if sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_ABOVE:
-            onnx.external_data_helper.convert_model_to_external_data(
-                model, all_tensors_to_one_file=True, location=dst.name + ".data")
-    _set_metadata(model, {"edgebench.quant": quant})
-    share_tied_embedding(model)  # the quantized lm_head becomes the embedding too
-    onnx.save_model(model, str(dst))
 
 
 def ensure_onnx_model(preset: str | Preset, quant: str, cache: Path | None = None,
@@ -346,21 +295,28 @@ def ensure_onnx_model(preset: str | Preset, quant: str, cache: Path | None = Non
 
 def ensure_level(target: Path, quant: str, write_fp32: Callable[[Path], object],
                  fp32_model: Callable[[], Path], progress: Progress = None) -> Path:
-    """``target`` (the model at ``quant``), built first if it does not exist: ``write_fp32(path)``
-    writes the fp32 level, any other level is quantized from ``fp32_model()`` (the cached fp32
-    model, built first if need be).
+    """``target`` (the model at ``quant``), built first if it does not exist or was built by an
+    older recipe (models.onnx_recipe: then it is replaced): ``write_fp32(path)`` writes the fp32
+    level, any other level is quantized from ``fp32_model()`` (the cached fp32 model, built or
+    rebuilt first if need be).
 
     Builds under a temporary folder beside the target and renames into place when complete
     (external data first, the .onnx last: the .onnx's presence means the model is whole); a lock
     file per target serialises concurrent builders. ``progress(done_bytes, total_bytes)`` follows
     a build. Blocks."""
-    if target.exists():
+    from edgebench.models.onnx_quant import quantize
+    from edgebench.models.onnx_recipe import is_current
+
+    if target.exists() and is_current(target, quant):
         return target
     src = fp32_model() if quant != "fp32" else None
     folder = target.parent
     with locked(target):
-        if target.exists():
+        if target.exists() and is_current(target, quant):
             return target
+        if target.exists():  # stale: the .onnx goes first (its presence means the model is whole)
+            target.unlink()
+            target.with_name(target.name + ".data").unlink(missing_ok=True)
         for stale in folder.glob(f".{target.name}.tmp-*"):  # left by a killed builder; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=folder))
@@ -372,7 +328,7 @@ def ensure_level(target: Path, quant: str, write_fp32: Callable[[Path], object],
                 size = sum(f.stat().st_size for f in src.parent.glob(src.name + "*") if not f.name.endswith(".lock"))
                 if progress:
                     progress(0, size)
-                _quantize(src, out, quant)
+                quantize(src, out, quant)
                 if progress:
                     progress(size, size)
             data = out.with_name(out.name + ".data")
