@@ -222,7 +222,14 @@ def test_models_commands(tmp_path, capsys, tiny_gguf):
     assert code == 0 and "Q4_K_M" in out and "ffn_down" in out
     code, out, err = run_cli(capsys, "models", "make", "tiny", "--quant", "Q4_0,Q6_K", "--out", tmp_path / "m")
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "m" / "models").glob("*.gguf")) == ["tiny-F16.gguf", "tiny-Q4_0.gguf", "tiny-Q6_K.gguf"]
+    # DIR itself holds exactly the levels asked for (the F16 they came from and the locks stay in the cache)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["tiny-Q4_0.gguf", "tiny-Q6_K.gguf"]
+    assert out.splitlines() == [str(tmp_path / "m" / "tiny-Q4_0.gguf"), str(tmp_path / "m" / "tiny-Q6_K.gguf")]
+    from edgebench.models.gguf_file import read_gguf_info
+
+    assert read_gguf_info(tmp_path / "m" / "tiny-Q6_K.gguf").quant == "Q6_K"
+    code, again, _ = run_cli(capsys, "models", "make", "tiny", "--quant", "Q6_K", "--out", tmp_path / "m")
+    assert code == 0 and again.splitlines() == [str(tmp_path / "m" / "tiny-Q6_K.gguf")]  # reused, replaced whole
     code, _, err = run_cli(capsys, "models", "make", "tiny", "--quant", "Q7_X")
     assert code == 2 and "unknown quant level" in err
 

@@ -3,6 +3,8 @@ checked against llama.cpp running the same weights (real llama.cpp, real onnxrun
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -152,7 +154,8 @@ def test_models_make_from_gguf_for_onnxruntime(tiny_gguf, tmp_path, capsys):
 
     paths = make_requantized(tiny_gguf["Q8_0"], "fp32,INT8", tmp_path, backend="onnxruntime")
     assert [p.rsplit("-", 1)[-1] for p in paths] == ["fp32.onnx", "int8.onnx"]
-    assert all(p.startswith(str(tmp_path / "models" / "onnx-from-gguf")) for p in paths)
+    assert [Path(p).parent for p in paths] == [tmp_path, tmp_path]  # into the folder itself
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(p).name for p in paths)  # and nothing else
     assert "requantized from Q8_0" in capsys.readouterr().err
     with pytest.raises(InputError, match="unknown onnx quant level 'Q4_K_M'"):
         make_requantized(tiny_gguf["Q8_0"], "Q4_K_M", tmp_path, backend="onnxruntime")

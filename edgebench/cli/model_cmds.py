@@ -23,7 +23,7 @@ def models_list() -> None:
 def models_make(
     preset: Optional[str] = typer.Argument(None, help="Preset name (see `edgebench models list`)."),
     quant: str = typer.Option("F16", "--quant", "-q", help="Comma list of quant levels."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder (default: the cache, $EDGEBENCH_HOME)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the levels asked for into this folder (they are built in, and stay in, the model cache, $EDGEBENCH_HOME)."),
     backend: str = typer.Option("llama-cpp", "--backend", help="llama-cpp (GGUF), onnxruntime (ONNX) or onnxruntime-genai (genai folder)."),
     source: Optional[Path] = typer.Option(None, "--from", help="Requantize this GGUF file (real weights) instead of building a preset."),
 ) -> None:
@@ -33,11 +33,13 @@ def models_make(
     if source is not None:
         if preset is not None:
             raise InputError(f"give a preset or --from FILE, not both (got {preset!r} and {source})")
-        make_requantized(source, quant, out, backend)
+        paths = make_requantized(source, quant, out, backend)
     elif preset is None:
         raise InputError("name a preset (see `edgebench models list`) or give --from FILE.gguf")
     else:
-        make_models(preset, quant, out, backend)
+        paths = make_models(preset, quant, out, backend)
+    for p in paths:  # stdout, one per line: `edgebench run $(edgebench models make ...)` style scripts
+        typer.echo(p)
 
 
 @models_app.command("inspect")
