@@ -143,3 +143,51 @@ def test_cli_preset_run_and_resume_of_a_run_stored_with_path_keys(tmp_path, monk
     (again,) = store.get_cases(run.run_id)
     assert again["started_at"] == c["started_at"]  # not measured again
     assert store.get_run(run.run_id).status == "complete"
+
+
+_BUILD_MEMORY = """if True:
+    import json
+    import sys
+    import numpy as np
+    from edgebench.records import Case
+    from edgebench.run import build as b
+    from edgebench.profilers.memory import vm_hwm_bytes
+
+    def hungry(case, emit):  # a build that holds 400 MB, as a quantizer's buffers do
+        x = np.ones(400 * 2**20 // 8)
+        return "/built/model-%d.gguf" % int(x[:10].sum())
+
+    b._build_here = hungry
+    case = Case(backend="llama-cpp", model="", preset="tiny", quant_request="F16", n_prompt=8, n_gen=2)
+    got = []
+    if sys.argv[1] == "child":
+        path = b.build(case, got.append).model
+    else:
+        path = hungry(case, got.append)
+    print(json.dumps({"path": path, "emitted": [type(m).__name__ for m in got], "hwm": vm_hwm_bytes()}))
+"""
+
+
+@pytest.mark.parametrize("where", ["child", "in-process"])
+def test_a_build_never_counts_in_the_measuring_process_memory(where):
+    """The build runs in a forked child: the worker's peak RSS (VmHWM, what the memory profiler
+    reports) does not hold the build's memory. In-process, the same build raises it past 400 MB."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _BUILD_MEMORY, where], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["path"] == "/built/model-10.gguf"
+    if where == "child":
+        assert got["emitted"] == ["Built"] and got["hwm"] < 300 * 2**20, got
+    else:
+        assert got["hwm"] > 400 * 2**20, got
+
+
+def test_a_build_error_in_the_child_is_the_cases_reason():
+    from edgebench.run import build as b
+
+    case = Case(backend="fake", model="", preset="tiny", quant_request="F16", **SMALL)
+    with pytest.raises(b.BuildError, match="could not build tiny F16: NotImplementedError: fake cannot build"):
+        b.build(case, lambda m: None)

@@ -2,9 +2,10 @@
 one JSON line each, on the fd the runner passes; llama.cpp's own printing goes to stderr, which
 the runner keeps as the case's log.
 
-A preset case is built here first (writing the GGUF and running llama.cpp's quantizer, which is
-C code that can crash), and so is a user's GGUF requantized to a level: a crash then ends this
-case only. The worker reports the built path and waits for the runner's Go before it loads the model.
+A preset case is built first (writing the GGUF and running llama.cpp's quantizer, which is C code
+that can crash), and so is a user's GGUF requantized to a level, in a forked child of this worker
+(run/build.py: the build's memory never counts as the case's): a crash then ends this case only.
+The worker reports the built path and waits for the runner's Go before it loads the model.
 
 Method (DESIGN.md): random token ids; warmup once (not stored); per rep: reset the cache, fill
 `depth` tokens (untimed), time one prefill of n_prompt tokens, then time each of n_gen decode
@@ -18,9 +19,8 @@ The worker dies with its parent: on Linux the kernel sends it SIGKILL when the p
 (PR_SET_PDEATHSIG), and everywhere a thread watches its stdin, which the runner keeps open until
 the worker is done: end of input while measuring means the parent is gone.
 
-Test hooks (nothing sets them otherwise): with EDGEBENCH_TEST_BUILD_SIGNAL=SIGSEGV (any signal
-name) the worker kills itself with that signal at the start of a build, so tests can show that a
-crash while building fails that case only; with EDGEBENCH_TEST_RLIMIT_AS=BYTES it measures under an
+Test hooks (nothing sets them otherwise): EDGEBENCH_TEST_BUILD_SIGNAL (run/build.py); with
+EDGEBENCH_TEST_RLIMIT_AS=BYTES the worker measures under an
 address-space limit (RLIMIT_AS) of BYTES more than it has mapped before loading the model: a small
 board's memory, without a cgroup.
 """
@@ -39,11 +39,11 @@ import numpy as np
 
 from edgebench.records import Case, Sample
 from edgebench.run import protocol as msg
+from edgebench.run.build import BUILD_SIGNAL_ENV, BuildError, build  # noqa: F401 (BUILD_SIGNAL_ENV: tests)
 from edgebench.run.quality import QualityError
 from edgebench.run.reps import RepPlan
 
 Emit = Callable[[msg.Message], None]
-BUILD_SIGNAL_ENV = "EDGEBENCH_TEST_BUILD_SIGNAL"
 RLIMIT_AS_ENV = "EDGEBENCH_TEST_RLIMIT_AS"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 SEED = 1234  # token ids are random but reproducible
@@ -186,33 +186,6 @@ def run_case(case: Case, emit: Emit) -> None:
         backend.close()
 
 
-def build(case: Case, emit: Emit) -> Case:
-    """The case with its model path: a preset case's model is built, a requantized case's source
-    requantized (models/requant.py), or found in the cache, and its path reported to the runner.
-    Blocks; a build error is raised with a one-line reason."""
-    if not (case.preset or case.source) or case.model:
-        return case
-    from edgebench.backends import backend_class
-
-    sig = os.environ.get(BUILD_SIGNAL_ENV)
-    if sig:  # test hook (module docstring)
-        os.kill(os.getpid(), signal.Signals[sig])
-    progress = lambda done, total: emit(msg.Progress("build", done, total))  # noqa: E731
-    try:
-        if case.source and hasattr(backend_class(case.backend), "build_from_gguf"):  # another format
-            path = backend_class(case.backend).build_from_gguf(case.source, case.quant_request, progress=progress)
-        elif case.source:
-            from edgebench.models.requant import ensure_requantized
-
-            path = ensure_requantized(case.source, case.quant_request, progress=progress)
-        else:
-            path = backend_class(case.backend).build_synthetic(case.preset, case.quant_request, progress=progress)
-    except Exception as e:
-        raise BuildError(f"could not build {case.build_label}: {type(e).__name__}: {e}".splitlines()[0]) from e
-    emit(msg.Built(str(path)))
-    return dataclasses.replace(case, model=str(path))
-
-
 def _reference_model(case: Case, ref: str) -> str:
     """The path of a case's quality reference: a file as given, or for "quant:LEVEL" this case's
     preset / source built at LEVEL (found in the cache: its reference case ran first)."""
@@ -222,10 +195,6 @@ def _reference_model(case: Case, ref: str) -> str:
         return ref
     level = dataclasses.replace(case, model="", quant_request=ref[len(REF_QUANT):])
     return build(level, lambda m: None).model
-
-
-class BuildError(RuntimeError):
-    """A preset's model could not be built; the message is the case's reason, as it is."""
 
 
 def _die_with_parent(parent: int) -> None:
