@@ -126,6 +126,19 @@ def test_noise_warnings_are_one_line_per_kind():
     ]
 
 
+def test_auto_reps_that_missed_the_target_are_one_line():
+    from edgebench.analysis.summary import cv_warnings
+
+    rows = [{"case_id": 0, "ci_pct": 8.84, "reps_stop": "max_reps"}, {"case_id": 1, "ci_pct": 1.3, "reps_stop": "target"},
+            {"case_id": 2, "ci_pct": 4.5, "reps_stop": "max_time; processes max_time"},
+            {"case_id": 3, "ci_pct": 1.0, "reps_stop": "fixed"}, {"case_id": 4, "ci_pct": 1.9, "reps_stop": "target,target"},
+            {"case_id": 5, "ci_pct": 6.0, "reps_stop": "target; processes max_processes"}]
+    assert cv_warnings(rows) == [
+        "-r auto: cases 0 (8.8%, max_reps), 2 (4.5%, max_time; processes max_time), 5 (6.0%, target; processes "
+        "max_processes) stopped before the interval reached --target-ci; ci_pct is the interval reached (raise "
+        "--max-reps, --max-time or --max-processes, or use a quieter machine)"]
+
+
 def test_long_paths_stay_on_one_line_in_a_log(tmp_path, capsys):
     """stderr in a pipe (a CI log): rich would break every line at 80 columns; a path is then not one
     line to copy or grep. The run's own lines keep whole paths."""

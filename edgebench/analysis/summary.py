@@ -163,6 +163,16 @@ def cv_warnings(rows: list[dict[str, Any]]) -> list[str]:
             cases = ", ".join(f"{cid} ({cv:.0%})" for cid, cv in noisy)
             out.append(f"{key.split('_')[0]} coefficient of variation > {CV_WARN:.0%} in case{'s' if len(noisy) > 1 else ''} "
                        f"{cases}: the machine was noisy, consider more reps or a quieter machine")
+    # -r auto cases that ran out of reps or time before their interval reached --target-ci
+    missed = {"max_reps", "max_time", "processes max_processes", "processes max_time"}
+    short = [(r["case_id"], r.get("ci_pct"), stop) for r in rows if (stop := str(r.get("reps_stop") or ""))
+             and missed & {part.strip() for part in stop.replace(",", ";").split(";")}]
+    if short:
+        cases = ", ".join(f"{cid} ({ci:.1f}%, {stop})" if isinstance(ci, (int, float)) else f"{cid} ({stop})"
+                          for cid, ci, stop in short)
+        out.append(f"-r auto: case{'s' if len(short) > 1 else ''} {cases} stopped before the interval reached "
+                   f"--target-ci; ci_pct is the interval reached (raise --max-reps, --max-time or --max-processes, or use a "
+                   f"quieter machine)")
     return out
 
 
