@@ -71,3 +71,27 @@ def fake_run_bundle(tmp_path_factory) -> Path:
     assert main([*argv, "-o", str(base / "out")]) == 0
     (run_dir,) = [p for p in (base / "out").iterdir() if p.is_dir()]
     return run_dir
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL database per test (dropped after it), so runs from earlier tests or
+    sessions never mix in. .ci/run starts a throwaway local cluster and sets EDGEBENCH_TEST_PG_URL;
+    without one the test is skipped with the reason."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    base = os.environ.get("EDGEBENCH_TEST_PG_URL")
+    if not base:
+        pytest.skip("no PostgreSQL server (EDGEBENCH_TEST_PG_URL unset)")
+    name = "eb_" + uuid.uuid4().hex[:10]
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()

@@ -249,34 +249,18 @@ def test_corrupt_bundle_rejected_nothing_ingested(measured, tmp_path):
         assert store.list_runs() == [] and store.get_samples(src.name).empty, name
 
 
-@pytest.mark.skipif(not os.environ.get("EDGEBENCH_TEST_PG_URL"), reason="no PostgreSQL server (EDGEBENCH_TEST_PG_URL unset)")
-def test_fleet_into_postgres(lab, measured, tmp_path):
-    import uuid
+def test_fleet_into_postgres(lab, measured, tmp_path, pg_url):
+    proc = fleet("run", "-i", measured["inv"], "--config", measured["cfg"], "-o", tmp_path / "out", "--store", pg_url, "--limit", "pi")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from edgebench.store.bundle import ingest_bundle
+    from edgebench.store.database import Store
 
-    import sqlalchemy as sa
-
-    base = os.environ["EDGEBENCH_TEST_PG_URL"]
-    name = "eb_" + uuid.uuid4().hex[:10]
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f"CREATE DATABASE {name}"))
-    url = base.rsplit("/", 1)[0] + "/" + name
-    try:
-        proc = fleet("run", "-i", measured["inv"], "--config", measured["cfg"], "-o", tmp_path / "out", "--store", url, "--limit", "pi")
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        from edgebench.store.bundle import ingest_bundle
-        from edgebench.store.database import Store
-
-        store = Store(url)
-        (run,) = store.list_runs()
-        n = len(store.get_samples(run.run_id))
-        ingest_bundle(store, next((tmp_path / "out" / "fleets").glob("*/bundles/pi-1/*")))
-        assert [r.run_id for r in store.list_runs()] == [run.run_id] and len(store.get_samples(run.run_id)) == n
-        store.engine.dispose()
-    finally:
-        with admin.connect() as c:
-            c.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
-        admin.dispose()
+    store = Store(pg_url)
+    (run,) = store.list_runs()
+    n = len(store.get_samples(run.run_id))
+    ingest_bundle(store, next((tmp_path / "out" / "fleets").glob("*/bundles/pi-1/*")))
+    assert [r.run_id for r in store.list_runs()] == [run.run_id] and len(store.get_samples(run.run_id)) == n
+    store.engine.dispose()
 
 
 def test_bad_input(lab, tmp_path):

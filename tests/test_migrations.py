@@ -4,10 +4,8 @@ EDGEBENCH_TEST_PG_URL is set (tests/test_postgres.py's throwaway server)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,6 @@ from edgebench.store.database import Store, metadata
 
 OLD_STORE = Path(__file__).parent / "data" / "stores" / "v0-a6517e5" / "edgebench.db"
 OLD_RUN = "20261201-134406-2ede94"
-PG_URL = os.environ.get("EDGEBENCH_TEST_PG_URL")
 
 
 def schema_diff(conn: sa.Connection) -> list:
@@ -102,40 +99,29 @@ def test_a_store_from_a_newer_edgebench_is_refused_untouched(old_store):
     assert (old_store / "edgebench.db").read_bytes() == before
 
 
-@pytest.mark.skipif(not PG_URL, reason="no PostgreSQL server (EDGEBENCH_TEST_PG_URL unset)")
-def test_an_older_store_on_postgresql_is_migrated():
+def test_an_older_store_on_postgresql_is_migrated(pg_url):
     """The old SQLite store's rows in a PostgreSQL database with the pre-Alembic schema (revision 1's
     tables, no alembic_version), then opened: migrated, rows kept, schema as new."""
     from alembic import command
 
-    name = "eb_" + uuid.uuid4().hex[:10]
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f"CREATE DATABASE {name}"))
-    url = PG_URL.rsplit("/", 1)[0] + "/" + name
-    try:
-        engine = sa.create_engine(url)
-        old = sa.create_engine(f"sqlite:///{OLD_STORE}")
-        with engine.begin() as conn:
-            command.upgrade(migrations._config(conn, metadata), "1")
-            conn.execute(sa.text("DROP TABLE alembic_version"))
-            old_meta = sa.MetaData()
-            old_meta.reflect(conn)
-            with old.connect() as src:
-                for table in ("runs", "cases", "samples"):
-                    rows = [dict(r) for r in src.execute(sa.text(f"SELECT * FROM {table}")).mappings()]
-                    conn.execute(old_meta.tables[table].insert(), rows)
-        engine.dispose()
-        st = Store(url, create=False)
-        assert [(c["n_threads"], c["test"]) for c in st.get_cases(OLD_RUN)] == [(1, "pg"), (2, "pg")]
-        assert len(st.get_samples(OLD_RUN)) == 24 and st.get_run("latest").run_id == OLD_RUN
-        with st.engine.connect() as c:
-            assert migrations.current_revision(c) == migrations.HEAD and schema_diff(c) == []
-        st.engine.dispose()
-    finally:
-        with admin.connect() as c:
-            c.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
-        admin.dispose()
+    engine = sa.create_engine(pg_url)
+    old = sa.create_engine(f"sqlite:///{OLD_STORE}")
+    with engine.begin() as conn:
+        command.upgrade(migrations._config(conn, metadata), "1")
+        conn.execute(sa.text("DROP TABLE alembic_version"))
+        old_meta = sa.MetaData()
+        old_meta.reflect(conn)
+        with old.connect() as src:
+            for table in ("runs", "cases", "samples"):
+                rows = [dict(r) for r in src.execute(sa.text(f"SELECT * FROM {table}")).mappings()]
+                conn.execute(old_meta.tables[table].insert(), rows)
+    engine.dispose()
+    st = Store(pg_url, create=False)
+    assert [(c["n_threads"], c["test"]) for c in st.get_cases(OLD_RUN)] == [(1, "pg"), (2, "pg")]
+    assert len(st.get_samples(OLD_RUN)) == 24 and st.get_run("latest").run_id == OLD_RUN
+    with st.engine.connect() as c:
+        assert migrations.current_revision(c) == migrations.HEAD and schema_diff(c) == []
+    st.engine.dispose()
 
 
 def test_a_store_that_cannot_be_backed_up_is_not_migrated(old_store, monkeypatch):

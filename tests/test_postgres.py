@@ -3,7 +3,6 @@ cluster and sets EDGEBENCH_TEST_PG_URL; without one this file is skipped with th
 
 import json
 import os
-import uuid
 
 import pytest
 
@@ -11,21 +10,6 @@ from edgebench.cli import main
 
 PG_URL = os.environ.get("EDGEBENCH_TEST_PG_URL")
 pytestmark = pytest.mark.skipif(not PG_URL, reason="no PostgreSQL server (EDGEBENCH_TEST_PG_URL unset)")
-
-
-@pytest.fixture
-def pg_url():
-    """A fresh database per test, so runs from earlier tests or sessions never mix in."""
-    import sqlalchemy as sa
-
-    name = "eb_" + uuid.uuid4().hex[:10]
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f"CREATE DATABASE {name}"))
-    yield PG_URL.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as c:
-        c.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 def test_run_show_ingest_compare_on_postgres(tmp_path, capsys, pg_url):

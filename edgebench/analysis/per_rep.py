@@ -161,6 +161,12 @@ def rep_values(s: pd.DataFrame | None, n_prompt: int, n_gen: int) -> dict[str, n
 QUALITY_PER_CASE = ("kld_mean", "same_top_p", "ppl_ratio")
 
 
+def process_rep_values(s: pd.DataFrame, processes: list[list[int]], n_prompt: int, n_gen: int) -> list[dict[str, np.ndarray]]:
+    """rep_values of each worker process of a case run in several (``processes``: the reps of each,
+    case info "processes"); a process with no reps is left out."""
+    return [rep_values(s[s["rep"].isin(reps)], n_prompt, n_gen) for reps in processes if reps]
+
+
 def quality_values(s: pd.DataFrame, stats: dict[str, float] | None = None) -> dict[str, np.ndarray]:
     """The compared quality metrics of one case as one-element arrays (from ``stats``, the case's
     quality.summarize_samples(), when the caller has it)."""

@@ -102,7 +102,7 @@ class Side:
             return None
         s = self.case_samples(row)
         n_prompt, n_gen = num(row.get("n_prompt")) or 0, num(row.get("n_gen")) or 0
-        per = [per_rep.rep_values(s[s["rep"].isin(g)], n_prompt, n_gen) for g in groups]
+        per = per_rep.process_rep_values(s, groups, n_prompt, n_gen)
         out = {}
         for m in PROCESS_UNIT_METRICS:
             vals = [float(per_rep.center(m, v[m])) for v in per if m in v and v[m].size]

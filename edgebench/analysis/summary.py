@@ -119,7 +119,7 @@ def process_spread(s, processes: list[list[int]], n_prompt: int, n_gen: int) -> 
     the means (t over the processes, relative: "<phase>_between_ci"), which ci_pct takes where it
     is wider than the interval over all reps, so an interval is honest about process-to-process variance."""
     out: dict[str, Any] = {"processes": len(processes)}
-    per = [per_rep.rep_values(s[s["rep"].isin(reps)], n_prompt, n_gen) for reps in processes if reps]
+    per = per_rep.process_rep_values(s, processes, n_prompt, n_gen)
     for phase, m in (("prefill", "prefill_tok_s"), ("decode", "decode_tok_s")):
         groups = [v[m] for v in per if m in v and v[m].size]
         means = np.array([g.mean() for g in groups])
@@ -164,9 +164,9 @@ def cv_warnings(rows: list[dict[str, Any]]) -> list[str]:
             out.append(f"{key.split('_')[0]} coefficient of variation > {CV_WARN:.0%} in case{'s' if len(noisy) > 1 else ''} "
                        f"{cases}: the machine was noisy, consider more reps or a quieter machine")
     # -r auto cases that ran out of reps or time before their interval reached --target-ci
-    missed = {"max_reps", "max_time", "processes max_processes", "processes max_time"}
-    short = [(r["case_id"], r.get("ci_pct"), stop) for r in rows if (stop := str(r.get("reps_stop") or ""))
-             and missed & {part.strip() for part in stop.replace(",", ";").split(";")}]
+    # (reps_stop: RepPlan's reason, per process joined by ",", then "; processes <ProcessLoop's>")
+    short = [(r["case_id"], r.get("ci_pct"), stop) for r in rows
+             if any(cap in (stop := str(r.get("reps_stop") or "")) for cap in ("max_reps", "max_time", "max_processes"))]
     if short:
         cases = ", ".join(f"{cid} ({ci:.1f}%, {stop})" if isinstance(ci, (int, float)) else f"{cid} ({stop})"
                           for cid, ci, stop in short)

@@ -144,12 +144,10 @@ def _present_run(outcome, report: bool) -> int:
         console.print(f"[yellow]warning:[/yellow] {escape(clip(w))}")
     for gap in _telemetry_gaps(outcome):
         console.print(f"[yellow]note:[/yellow] {escape(clip(gap))}")
-    if any(r.get("mul_mat_vec_share_decode") is not None or r.get("mul_mat_share_prefill") is not None
-           for r in outcome.rows):  # --profile ops ran: the largest op classes per case and phase
-        from edgebench.present.ops_brief import ops_lines
+    from edgebench.present.ops_brief import ops_lines
 
-        for line in ops_lines(outcome.store, outcome.run_id, outcome.rows):
-            console.print(escape(line))
+    for line in ops_lines(outcome.store, outcome.run_id, outcome.rows):  # --profile ops: the largest classes
+        console.print(escape(line))
     if report:
         from edgebench.present import report as report_mod
 

@@ -27,6 +27,7 @@ from edgebench.run import protocol as msg
 
 Emit = Callable[[msg.Message], None]
 BUILD_SIGNAL_ENV = "EDGEBENCH_TEST_BUILD_SIGNAL"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class BuildError(RuntimeError):
@@ -47,7 +48,7 @@ def build(case: Case, emit: Emit) -> Case:
         os.close(r)
         code = 1
         try:
-            _die_with(os.getppid())
+            die_with_parent(os.getppid())
             try:
                 text, code = "ok " + str(_build_here(case, emit)), 0
             except BuildError as e:
@@ -91,14 +92,15 @@ def _build_here(case: Case, emit: Emit) -> str:
         raise BuildError(f"could not build {case.build_label}: {type(e).__name__}: {e}".splitlines()[0]) from e
 
 
-def _die_with(parent: int) -> None:
-    """SIGKILL when the worker dies (Linux prctl), as the worker does with the runner."""
+def die_with_parent(parent: int) -> None:
+    """SIGKILL when the parent dies (Linux prctl); exits now if it is already gone. The worker calls
+    it with the runner's pid, the build child with the worker's."""
     if sys.platform.startswith("linux"):
         import ctypes
 
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the worker's stdin watch still works
             pass
-    if os.getppid() != parent:
+    if parent and os.getppid() != parent:  # died before prctl took effect
         os._exit(1)

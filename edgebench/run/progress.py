@@ -1,6 +1,6 @@
 """The live progress of `edgebench run`: one bar over the cases (worker slots under --processes),
 one over the reps of the case in flight, the time left weighted by each case's work (run/eta.py),
-redrawn on events only (see EventProgress)."""
+redrawn once per event only (see make_progress)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ class ProgressEvents:
     def schedule(self, slots: list[int]) -> None:
         self.pending = list(slots)
         self.p.update(self.cases, total=self.done + self.in_flight + len(self.pending))
+        self.p.refresh()
 
     def case_start(self, i: int, n: int, case: Case) -> None:
         name = Path(case.model).name if case.model else f"{case.preset} {case.quant_request}"
@@ -60,6 +61,7 @@ class ProgressEvents:
         self._left()
         self.p.reset(self.reps, total=case.reps, completed=0, visible=True,
                      description=f"  {escape(case_label(case.to_dict(), _PROGRESS_LABEL))}: loading")
+        self.p.refresh()
 
     def progress(self, i: int, msg: protocol.Progress) -> None:
         stage, rep, reps = msg.stage, msg.rep, msg.reps
@@ -72,6 +74,7 @@ class ProgressEvents:
             self.p.update(self.reps, total=reps, completed=rep, description=f"  {label}")
         else:
             self.p.update(self.reps, total=reps, completed=rep, description=f"  {label} {min(rep + 1, reps)}/{reps}")
+        self.p.refresh()  # once per event: a rep's event arrives as its timed work starts
 
     def case_measured(self, i: int, case: Case, status: str, spent: dict[str, float]) -> None:
         if status == "ok" and self.per:  # failed and skipped cases say little about the rest
@@ -82,28 +85,18 @@ class ProgressEvents:
         self.p.update(self.cases, completed=self.done)
         if self.pending:
             self._left()
+        self.p.refresh()
         if status == "failed":
             self.p.console.print(f"[red]case {i + 1} failed:[/red] {escape(clip(error))}")
         elif status == "skipped" and "resume" not in error:
             self.p.console.print(f"[yellow]case {i + 1} skipped:[/yellow] {escape(clip(error))}")
 
 
-class EventProgress(Progress):
-    """Progress redrawn on the sweep's events (a case starts, a rep starts, a case ends), never on a
-    timer: rich's default redraws 10 times a second from a thread of its own, and on a 2-core board
-    each redraw preempts a compute thread of the worker that the others then wait for at ggml's
-    barriers. The elapsed time therefore moves once per event, not continuously."""
-
-    def update(self, task_id, **kwargs) -> None:
-        super().update(task_id, **kwargs)
-        self.refresh()
-
-    def reset(self, task_id, **kwargs) -> None:
-        super().reset(task_id, **kwargs)
-        self.refresh()
-
-
 def make_progress(console: Console) -> Progress:
-    return EventProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TextColumn("{task.fields[left]}"), console=console,
-                          transient=False, auto_refresh=False)
+    """The bars, redrawn by ProgressEvents once per event (auto_refresh off): rich's default redraws
+    10 times a second from a thread of its own, and on a 2-core board each redraw preempts a compute
+    thread of the worker that the others then wait for at ggml's barriers. The elapsed time
+    therefore moves once per event, not continuously."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("{task.fields[left]}"), console=console,
+                    transient=False, auto_refresh=False)

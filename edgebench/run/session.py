@@ -99,7 +99,7 @@ def _device(spec: specmod.RunSpec) -> tuple[Any, dict[str, Any]]:
                      "device_memory_bytes": profiles.memory_bytes(profile)}
 
 
-def _fit_check(memory_bytes: int | None):
+def _precheck(memory_bytes: int | None):
     """The runner's precheck: settings the runtime refuses outright (Backend.refusal), then the
     projected fit on the device; either way the case is stored as skipped and no worker starts."""
     from edgebench.models.memory_model import fit_problem
@@ -276,7 +276,7 @@ def _execute(store: Store, run_id: str, spec: specmod.RunSpec, planned: list, ou
         with make_progress(console) as p:
             events = ProgressEvents(p, [c for _, c in planned], spec.processes)
             counts = runner.run_cases(store, run_id, planned, run_dir, events, done, _between(spec),
-                                      _fit_check(store.get_run(run_id).env.get("device_memory_bytes")),
+                                      _precheck(store.get_run(run_id).env.get("device_memory_bytes")),
                                       saved=folder.saved, processes=spec.processes, overhead=slots,
                                       max_processes=spec.max_processes)
         status = "complete" if counts.get("failed", 0) == 0 else "partial"

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -39,13 +38,12 @@ import numpy as np
 
 from edgebench.records import Case, Sample
 from edgebench.run import protocol as msg
-from edgebench.run.build import BUILD_SIGNAL_ENV, BuildError, build  # noqa: F401 (BUILD_SIGNAL_ENV: tests)
+from edgebench.run.build import BUILD_SIGNAL_ENV, BuildError, build, die_with_parent  # noqa: F401 (BUILD_SIGNAL_ENV: tests)
 from edgebench.run.quality import QualityError
 from edgebench.run.reps import RepPlan
 
 Emit = Callable[[msg.Message], None]
 RLIMIT_AS_ENV = "EDGEBENCH_TEST_RLIMIT_AS"
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 SEED = 1234  # token ids are random but reproducible
 
 
@@ -197,19 +195,6 @@ def _reference_model(case: Case, ref: str) -> str:
     return build(level, lambda m: None).model
 
 
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL when the parent dies (Linux prctl); exits now if it is already gone."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # no prctl: the stdin watch below still works
-            pass
-    if parent and os.getppid() != parent:  # died before prctl took effect
-        os._exit(1)
-
-
 def _watch_input() -> None:
     """After Go the runner sends nothing more but keeps stdin open: end of input means it died."""
     import threading
@@ -234,7 +219,7 @@ def _limit_memory() -> None:
 
 def main() -> int:
     """Entry point: ``python -m edgebench.run.worker PROTOCOL_FD [PARENT_PID]``; Start, then Go, on stdin."""
-    _die_with_parent(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+    die_with_parent(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     proto = os.fdopen(int(sys.argv[1]), "w", buffering=1)
     # Anything the runtime prints on stdout would corrupt nothing (the protocol has its own fd),
     # but keep it out of the terminal: send it to the case log with stderr.
